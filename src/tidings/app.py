@@ -1,0 +1,180 @@
+"""FastAPI application factory: routers, one JSON error shape, request logging, lifespan."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tidings import __version__
+from tidings.audience.api import subscribers, topics
+from tidings.config import Settings
+from tidings.deps import get_runtime
+from tidings.errors import Conflict, NotFound, RuleViolation, TidingsError
+from tidings.logs import get_logger
+from tidings.runtime import Runtime, open_runtime
+from tidings.security.api import router as security_router
+
+log = get_logger("tidings.http")
+
+ERROR_STATUS: list[tuple[type[TidingsError], int]] = [
+    (NotFound, 404),
+    (Conflict, 409),
+    (RuleViolation, 422),
+]
+STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    422: "validation_error",
+}
+
+
+class ErrorOut(BaseModel):
+    detail: str
+    code: str
+
+
+class HealthOut(BaseModel):
+    status: str
+    database: str
+    version: str
+
+
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
+    """Build the app. Pass ``runtime`` to share one already opened (tests, CLI); otherwise the
+    lifespan opens one from ``settings`` and closes it at shutdown."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if runtime is not None:
+            app.state.runtime = runtime
+            yield
+            return
+        opened = await open_runtime(settings or Settings())
+        app.state.runtime = opened
+        try:
+            yield
+        finally:
+            await opened.close()
+
+    app = FastAPI(
+        title="tidings",
+        version=__version__,
+        description="Self-hosted newsletter and campaign platform. Authenticate with "
+        "`Authorization: Bearer <API key>`.",
+        lifespan=lifespan,
+        responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+    )
+    if runtime is not None:
+        app.state.runtime = runtime
+    app.add_middleware(RequestLogMiddleware)
+    _install_error_handlers(app)
+    app.include_router(subscribers)
+    app.include_router(topics)
+    app.include_router(security_router)
+    app.add_api_route(
+        "/health",
+        health,
+        methods=["GET"],
+        response_model=HealthOut,
+        tags=["system"],
+        responses={503: {"model": HealthOut}},
+    )
+    return app
+
+
+async def health(request: Request) -> JSONResponse:
+    """Liveness and database reachability."""
+    database = "ok"
+    try:
+        async with get_runtime(request).database.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    except Exception as exc:  # any failure to reach the database means "unhealthy"
+        log.warning("health.database_unreachable", error=type(exc).__name__)
+        database = "unreachable"
+    body = HealthOut(
+        status="ok" if database == "ok" else "degraded", database=database, version=__version__
+    )
+    return JSONResponse(body.model_dump(), status_code=200 if database == "ok" else 503)
+
+
+def _error(status_code: int, detail: str, code: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"detail": detail, "code": code, **extra}, status_code=status_code)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(TidingsError)
+    async def domain_error(_: Request, exc: TidingsError) -> JSONResponse:
+        status_code = next((s for cls, s in ERROR_STATUS if isinstance(exc, cls)), 400)
+        return _error(status_code, exc.detail, exc.code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {
+                "loc": [str(part) for part in err.get("loc", ())],
+                "msg": str(err.get("msg", "")),
+                "type": str(err.get("type", "")),
+            }
+            for err in exc.errors()
+        ]
+        summary = (
+            "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors) or "invalid request"
+        )
+        return _error(422, summary, "validation_error", errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = getattr(exc, "code", None) or STATUS_CODES.get(exc.status_code, "error")
+        response = _error(exc.status_code, str(exc.detail), code)
+        response.headers.update(exc.headers or {})
+        return response
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("http.unhandled_error", path=request.url.path, error=type(exc).__name__)
+        return _error(500, "internal error; it has been logged", "internal_error")
+
+
+class RequestLogMiddleware:
+    """One structured line per request: method, path (never the query string), status, time."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status_code = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status_code
+            if message["type"] == "http.response.start":
+                status_code = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            log.info(
+                "http.request",
+                method=scope["method"],
+                path=scope["path"],
+                status=status_code,
+                ms=round((time.perf_counter() - started) * 1000, 1),
+            )

@@ -1,0 +1,1 @@
+"""Audience: subscribers, topics and topic subscriptions."""

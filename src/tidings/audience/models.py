@@ -1,0 +1,105 @@
+"""Tables of the audience: subscribers (PII encrypted), their tags, topics and subscriptions."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Boolean, Float, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from tidings.db.base import Base, JSONType, Timestamped
+from tidings.db.ids import BigId
+from tidings.db.types import EncryptedText, UTCDateTime
+
+
+class SubscriberStatus(enum.StrEnum):
+    active = "active"
+    unsubscribed = "unsubscribed"
+    bounced = "bounced"
+    complained = "complained"
+
+
+class OptIn(enum.StrEnum):
+    single = "single"
+    double = "double"
+
+
+class TopicSubscriptionStatus(enum.StrEnum):
+    pending = "pending"  # awaiting double opt-in confirmation
+    active = "active"
+    unsubscribed = "unsubscribed"
+
+
+class Subscriber(Timestamped, Base):
+    __tablename__ = "subscribers"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    email: Mapped[str] = mapped_column(EncryptedText(), nullable=False)
+    # HMAC-SHA256 blind index of the normalized address: the only way to find a row by e-mail.
+    email_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    name: Mapped[str] = mapped_column(String(200), nullable=False, default="")
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False, default=dict)
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    phone: Mapped[str | None] = mapped_column(EncryptedText())
+    status: Mapped[str] = mapped_column(
+        String(16), nullable=False, default=SubscriberStatus.active.value, index=True
+    )
+    engagement_score: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+    unsubscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    tag_rows: Mapped[list[SubscriberTag]] = relationship(
+        back_populates="subscriber",
+        cascade="all, delete-orphan",
+        lazy="selectin",
+        order_by="SubscriberTag.tag",
+    )
+
+    @property
+    def tags(self) -> list[str]:
+        return sorted(row.tag for row in self.tag_rows)
+
+
+class SubscriberTag(Base):
+    __tablename__ = "subscriber_tags"
+
+    subscriber_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+
+    subscriber: Mapped[Subscriber] = relationship(back_populates="tag_rows")
+
+
+class Topic(Timestamped, Base):
+    __tablename__ = "topics"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), nullable=False, unique=True)
+    description: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    is_public: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    optin: Mapped[str] = mapped_column(String(8), nullable=False, default=OptIn.single.value)
+
+
+class TopicSubscription(Timestamped, Base):
+    __tablename__ = "topic_subscriptions"
+    __table_args__ = (
+        UniqueConstraint("topic_id", "subscriber_id"),
+        Index(None, "subscriber_id", "status"),
+        Index(None, "topic_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    topic_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("topics.id", ondelete="CASCADE"), nullable=False
+    )
+    subscriber_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=False
+    )
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    source: Mapped[str | None] = mapped_column(String(64))
+    subscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    unsubscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    topic: Mapped[Topic] = relationship(lazy="joined")

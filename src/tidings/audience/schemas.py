@@ -1,0 +1,162 @@
+"""Request and response models of the audience API."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from tidings.audience.models import OptIn, SubscriberStatus, TopicSubscriptionStatus
+from tidings.db.ids import MAX_ID
+from tidings.schemas import ApiModel
+
+TAG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,63}$")
+PHONE_PATTERN = re.compile(r"^\+[1-9][0-9]{6,14}$")
+MAX_ATTRIBUTES_BYTES = 16_384
+
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+
+
+def _tag(value: str) -> str:
+    tag = value.strip().lower()
+    if not TAG_PATTERN.match(tag):
+        raise ValueError(
+            f"tag {value!r} is invalid: use 1-64 of a-z, 0-9, '_', '.', ':', '-', "
+            "starting with a letter or digit"
+        )
+    return tag
+
+
+def _tags(values: list[str]) -> list[str]:
+    return sorted(set(values))
+
+
+def _timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"timezone {value!r} is not an IANA zone name such as 'Europe/Berlin'"
+        ) from None
+    return value
+
+
+def _phone(value: str) -> str:
+    phone = re.sub(r"[\s().-]", "", value)
+    if not PHONE_PATTERN.match(phone):
+        raise ValueError("phone must be in E.164 form, e.g. +4915112345678")
+    return phone
+
+
+def _attributes(value: dict[str, Any]) -> dict[str, Any]:
+    if len(json.dumps(value)) > MAX_ATTRIBUTES_BYTES:
+        raise ValueError(f"attributes must serialize to at most {MAX_ATTRIBUTES_BYTES} bytes")
+    return value
+
+
+Tag = Annotated[str, Field(max_length=64), AfterValidator(_tag)]
+Tags = Annotated[list[Tag], Field(max_length=50), AfterValidator(_tags)]
+Timezone = Annotated[str, Field(max_length=64), AfterValidator(_timezone)]
+Phone = Annotated[str, Field(max_length=32), AfterValidator(_phone)]
+Attributes = Annotated[dict[str, Any], AfterValidator(_attributes)]
+Email = Annotated[str, Field(min_length=3, max_length=320, examples=["ann@example.com"])]
+Name = Annotated[str, Field(max_length=200)]
+
+
+class SubscriberCreate(ApiModel):
+    email: Email
+    name: Name = ""
+    attributes: Attributes = Field(default_factory=dict)
+    tags: Tags = Field(default_factory=list)
+    timezone: Timezone | None = None
+    phone: Phone | None = None
+    topic_ids: list[Id] = Field(
+        default_factory=list, max_length=100, description="Subscribe to these topics."
+    )
+
+
+class SubscriberUpdate(ApiModel):
+    email: Email | None = None
+    name: Name | None = None
+    attributes: Attributes | None = None
+    tags: Tags | None = None
+    timezone: Timezone | None = None
+    phone: Phone | None = None
+    status: SubscriberStatus | None = None
+
+
+class SubscriberOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    email: str
+    name: str
+    attributes: dict[str, Any]
+    tags: list[str]
+    timezone: str | None
+    phone: str | None
+    status: SubscriberStatus
+    engagement_score: float
+    unsubscribed_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class TopicCreate(ApiModel):
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    description: Annotated[str, Field(max_length=10_000)] = ""
+    is_public: bool = True
+    optin: OptIn = OptIn.single
+
+
+class TopicUpdate(ApiModel):
+    name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    description: Annotated[str, Field(max_length=10_000)] | None = None
+    is_public: bool | None = None
+    optin: OptIn | None = None
+
+
+class TopicOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    description: str
+    is_public: bool
+    optin: OptIn
+    created_at: datetime
+    updated_at: datetime
+
+
+class TopicSubscribe(ApiModel):
+    """Who to subscribe: a subscriber id or an e-mail address (exactly one)."""
+
+    subscriber_id: Id | None = None
+    email: Email | None = None
+    source: Annotated[str, Field(max_length=64)] | None = None
+
+
+class TopicSubscriptionOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    topic_id: int
+    subscriber_id: int
+    status: TopicSubscriptionStatus
+    source: str | None
+    subscribed_at: datetime | None
+    unsubscribed_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class SubscriberTopicOut(TopicSubscriptionOut):
+    topic: TopicOut
+
+
+class TopicMemberOut(TopicSubscriptionOut):
+    subscriber: SubscriberOut

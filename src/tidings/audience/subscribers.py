@@ -1,0 +1,223 @@
+"""Subscriber rules: create (no duplicates, by blind index), find by id or e-mail, update, unsubscribe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tidings.audience.models import (
+    Subscriber,
+    SubscriberStatus,
+    SubscriberTag,
+    TopicSubscription,
+    TopicSubscriptionStatus,
+)
+from tidings.audience.schemas import SubscriberCreate, SubscriberUpdate
+from tidings.db.ids import MAX_ID
+from tidings.db.types import utcnow
+from tidings.errors import Conflict, NotFound, RuleViolation
+from tidings.pagination import decode_cursor, encode_cursor
+from tidings.security.audit import record_audit
+from tidings.security.crypto import InvalidEmail, active_cipher, parse_email
+
+
+class SubscriberNotFound(NotFound):
+    pass
+
+
+class DuplicateSubscriber(Conflict):
+    code = "duplicate_subscriber"
+
+
+class InvalidSubscriber(RuleViolation):
+    code = "invalid_subscriber"
+
+
+@dataclass(frozen=True)
+class SubscriberFilter:
+    status: SubscriberStatus | None = None
+    tag: str | None = None
+    topic_id: int | None = None
+    email: str | None = None
+
+
+@dataclass(frozen=True)
+class SubscriberPage:
+    items: list[Subscriber]
+    total: int
+    next_cursor: str | None
+
+
+def email_fields(raw: str) -> tuple[str, str]:
+    """Return (stored address, blind index) or raise a 422-mapped error naming the problem."""
+    try:
+        parsed = parse_email(raw)
+    except InvalidEmail as exc:
+        raise InvalidSubscriber(f"email {raw!r} is invalid: {exc}") from None
+    return parsed.address, active_cipher().blind_index(parsed.index_key)
+
+
+async def find_subscriber(session: AsyncSession, ref: str | int) -> Subscriber:
+    """Find by numeric id, or by e-mail address through the blind index."""
+    subscriber: Subscriber | None = None
+    if isinstance(ref, int) or ref.isdigit():
+        number = int(ref)
+        if number <= MAX_ID:
+            subscriber = await session.get(Subscriber, number)
+    else:
+        try:
+            email_hash = active_cipher().blind_index(parse_email(ref).index_key)
+        except InvalidEmail:
+            email_hash = None
+        if email_hash is not None:
+            subscriber = await session.scalar(
+                select(Subscriber).where(Subscriber.email_hash == email_hash)
+            )
+    if subscriber is None:
+        raise SubscriberNotFound(f"no subscriber with id or email {ref!r}")
+    return subscriber
+
+
+async def create_subscriber(
+    session: AsyncSession, data: SubscriberCreate, actor: str
+) -> Subscriber:
+    from tidings.audience.topics import get_topic, subscribe_to_topic
+
+    address, email_hash = email_fields(data.email)
+    if await session.scalar(select(Subscriber.id).where(Subscriber.email_hash == email_hash)):
+        raise DuplicateSubscriber(f"a subscriber with email {address!r} already exists")
+    topics = [await get_topic(session, topic_id) for topic_id in dict.fromkeys(data.topic_ids)]
+    subscriber = Subscriber(
+        email=address,
+        email_hash=email_hash,
+        name=data.name.strip(),
+        attributes=data.attributes,
+        timezone=data.timezone,
+        phone=data.phone,
+        status=SubscriberStatus.active.value,
+        tag_rows=[SubscriberTag(tag=tag) for tag in data.tags],
+    )
+    session.add(subscriber)
+    try:
+        await session.flush()
+    except IntegrityError:
+        # Lost a race with a concurrent insert of the same address: the unique index decided.
+        await session.rollback()
+        raise DuplicateSubscriber(f"a subscriber with email {address!r} already exists") from None
+    for topic in topics:
+        await subscribe_to_topic(
+            session, topic, subscriber, source="api", actor=actor, commit=False
+        )
+    record_audit(session, actor, "subscriber.create", "subscriber", subscriber.id)
+    await session.commit()
+    return subscriber
+
+
+async def update_subscriber(
+    session: AsyncSession, ref: str | int, data: SubscriberUpdate, actor: str
+) -> Subscriber:
+    subscriber = await find_subscriber(session, ref)
+    changed = data.model_dump(exclude_unset=True)
+    if data.email is not None:
+        address, email_hash = email_fields(data.email)
+        if email_hash != subscriber.email_hash:
+            taken = await session.scalar(
+                select(Subscriber.id).where(Subscriber.email_hash == email_hash)
+            )
+            if taken:
+                raise DuplicateSubscriber(f"a subscriber with email {address!r} already exists")
+            subscriber.email, subscriber.email_hash = address, email_hash
+    for field in ("timezone", "phone"):  # nullable: an explicit null clears them
+        if field in changed:
+            setattr(subscriber, field, changed[field])
+    for field in ("name", "attributes"):
+        if changed.get(field) is not None:
+            setattr(subscriber, field, changed[field])
+    if data.tags is not None:
+        _replace_tags(subscriber, data.tags)
+    if data.status is not None:
+        _set_status(subscriber, data.status)
+    record_audit(
+        session,
+        actor,
+        "subscriber.update",
+        "subscriber",
+        subscriber.id,
+        {"fields": sorted(changed)},
+    )
+    try:
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()
+        raise DuplicateSubscriber("another subscriber took that email address meanwhile") from None
+    return subscriber
+
+
+async def unsubscribe_subscriber(session: AsyncSession, ref: str | int, actor: str) -> Subscriber:
+    """Seed 002's DELETE: the subscriber stops receiving mail; the row and its history stay."""
+    subscriber = await find_subscriber(session, ref)
+    if subscriber.status != SubscriberStatus.unsubscribed:
+        _set_status(subscriber, SubscriberStatus.unsubscribed)
+        record_audit(session, actor, "subscriber.unsubscribe", "subscriber", subscriber.id)
+        await session.commit()
+    return subscriber
+
+
+def _set_status(subscriber: Subscriber, status: SubscriberStatus) -> None:
+    if subscriber.status == status:
+        return
+    subscriber.status = status.value
+    if status == SubscriberStatus.unsubscribed:
+        subscriber.unsubscribed_at = utcnow()
+
+
+def _replace_tags(subscriber: Subscriber, tags: list[str]) -> None:
+    wanted = set(tags)
+    subscriber.tag_rows = [row for row in subscriber.tag_rows if row.tag in wanted] + [
+        SubscriberTag(tag=tag) for tag in sorted(wanted - set(subscriber.tags))
+    ]
+
+
+async def list_subscribers(
+    session: AsyncSession,
+    filters: SubscriberFilter,
+    *,
+    limit: int,
+    offset: int = 0,
+    cursor: str | None = None,
+) -> SubscriberPage:
+    query = _filtered(select(Subscriber), filters)
+    total = int(await session.scalar(select(func.count()).select_from(query.subquery())) or 0)
+    if cursor is not None:
+        query = query.where(Subscriber.id > decode_cursor(cursor))
+    else:
+        query = query.offset(offset)
+    items = list((await session.scalars(query.order_by(Subscriber.id).limit(limit))).all())
+    next_cursor = encode_cursor(items[-1].id) if len(items) == limit else None
+    return SubscriberPage(items=items, total=total, next_cursor=next_cursor)
+
+
+def _filtered(
+    query: Select[tuple[Subscriber]], filters: SubscriberFilter
+) -> Select[tuple[Subscriber]]:
+    if filters.status is not None:
+        query = query.where(Subscriber.status == filters.status.value)
+    if filters.tag is not None:
+        tagged = select(SubscriberTag.subscriber_id).where(SubscriberTag.tag == filters.tag.lower())
+        query = query.where(Subscriber.id.in_(tagged))
+    if filters.topic_id is not None:
+        members = select(TopicSubscription.subscriber_id).where(
+            TopicSubscription.topic_id == filters.topic_id,
+            TopicSubscription.status == TopicSubscriptionStatus.active.value,
+        )
+        query = query.where(Subscriber.id.in_(members))
+    if filters.email is not None:
+        try:
+            _, email_hash = email_fields(filters.email)
+        except InvalidSubscriber:
+            email_hash = ""  # matches nothing: an invalid address is simply not on the list
+        query = query.where(Subscriber.email_hash == email_hash)
+    return query

@@ -1,0 +1,190 @@
+"""The `tidings` command line. Every command calls the same services as the API."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from tidings.config import Settings
+from tidings.db.migrate import current_revision, upgrade_database
+from tidings.errors import TidingsError
+from tidings.logs import configure_logging
+from tidings.runtime import Runtime, open_runtime
+from tidings.security import apikeys
+from tidings.security.audit import CLI_ACTOR
+from tidings.security.models import Scope
+from tidings.security.rotation import count_stale_rows, rotate_encryption
+
+app = typer.Typer(help="tidings: self-hosted newsletters and campaigns.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys and encryption keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+console = Console()
+T = TypeVar("T")
+
+
+def _run(work: Callable[[Runtime], Awaitable[T]], *, migrate: bool = True) -> T:
+    """Open a runtime, run one piece of async work in it, close it; domain errors exit 1 cleanly."""
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
+
+    async def main() -> T:
+        runtime = await open_runtime(settings, migrate=migrate)
+        try:
+            return await work(runtime)
+        finally:
+            await runtime.close()
+
+    try:
+        return asyncio.run(main())
+    except TidingsError as exc:
+        console.print(f"[red]error:[/red] {exc.detail}")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port.")] = None,
+) -> None:
+    """Run the API (and, in later releases, the scheduler and workers) in one process."""
+    import uvicorn
+
+    from tidings.app import create_app
+
+    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    configure_logging(settings.log_level, settings.log_format)
+    issued = asyncio.run(_prepare_first_start(settings))
+    base = settings.base_url
+    console.print(
+        f"[bold]tidings[/bold] listening on {base}  (API docs: {base}/docs)", soft_wrap=True
+    )
+    if issued is not None:
+        console.print(
+            "First start: created an admin API key. It is shown only now; keep it safe:\n"
+            f"  [bold]{issued.secret}[/bold]\n"
+            f"  try: curl -H 'Authorization: Bearer {issued.secret}' {base}/subscribers/",
+            soft_wrap=True,
+        )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+    )
+
+
+async def _prepare_first_start(settings: Settings) -> apikeys.IssuedKey | None:
+    runtime = await open_runtime(settings)
+    try:
+        async with runtime.database.sessions() as session:
+            if await apikeys.count_keys(session) > 0:
+                return None
+            return await apikeys.create_api_key(session, "bootstrap admin", Scope.admin, "system")
+    finally:
+        await runtime.close()
+
+
+@app.command()
+def migrate() -> None:
+    """Apply pending database migrations (serve does this on start too)."""
+
+    async def work(runtime: Runtime) -> str | None:
+        await upgrade_database(runtime.database)
+        return await current_revision(runtime.database)
+
+    revision = _run(work, migrate=False)
+    console.print(f"database is at revision {revision}")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="What the key is for.")],
+    scope: Annotated[Scope, typer.Option(help="read, write or admin.")] = Scope.read,
+) -> None:
+    """Create an API key and print it once."""
+
+    async def work(runtime: Runtime) -> apikeys.IssuedKey:
+        async with runtime.database.sessions() as session:
+            return await apikeys.create_api_key(session, name, scope, CLI_ACTOR)
+
+    issued = _run(work)
+    console.print(f"created key {issued.key.id} ({issued.key.scope}); it is shown only now:")
+    typer.echo(issued.secret)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List API keys (prefixes only; full keys are never stored)."""
+
+    async def work(runtime: Runtime) -> list[apikeys.ApiKey]:
+        async with runtime.database.sessions() as session:
+            return await apikeys.list_api_keys(session)
+
+    table = Table("id", "name", "prefix", "scope", "created", "last used", "revoked")
+    for key in _run(work):
+        table.add_row(
+            str(key.id),
+            key.name,
+            key.prefix,
+            key.scope,
+            f"{key.created_at:%Y-%m-%d %H:%M}",
+            f"{key.last_used_at:%Y-%m-%d %H:%M}" if key.last_used_at else "-",
+            f"{key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "-",
+        )
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key: Annotated[str, typer.Argument(help="Key id or prefix.")]) -> None:
+    """Revoke an API key; requests with it get 401 from now on."""
+
+    async def work(runtime: Runtime) -> apikeys.ApiKey:
+        async with runtime.database.sessions() as session:
+            return await apikeys.revoke_api_key(session, key, CLI_ACTOR)
+
+    revoked = _run(work)
+    console.print(f"revoked key {revoked.id} ({revoked.prefix})")
+
+
+@keys_app.command("rotate-encryption")
+def keys_rotate_encryption(
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=100_000, help="Rows per transaction.")
+    ] = 500,
+) -> None:
+    """Re-encrypt all PII under the newest key (the first of TIDINGS_ENCRYPTION_KEYS). Resumable."""
+
+    async def work(runtime: Runtime) -> int:
+        async with runtime.database.sessions() as session:
+            stale = await count_stale_rows(session, runtime.cipher)
+        columns = [
+            TextColumn("re-encrypting"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+        ]
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task("rotate", total=stale)
+            return await rotate_encryption(
+                runtime.database.sessions,
+                runtime.cipher,
+                batch_size=batch_size,
+                actor=CLI_ACTOR,
+                on_progress=lambda n: progress.advance(task, n),
+            )
+
+    rewritten = _run(work)
+    console.print(f"re-encrypted {rewritten} rows; all PII is now under the newest key")
+
+
+if __name__ == "__main__":
+    app()

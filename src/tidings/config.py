@@ -1,0 +1,118 @@
+"""Configuration: one pydantic-settings class fed by TIDINGS_* environment variables.
+
+Secrets that are not set explicitly are generated once into the data directory (mode 0600) and
+reused on every later start, so the embedded default needs no setup at all.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SECRETS_FILE = "secrets.json"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TIDINGS_", extra="ignore")
+
+    data_dir: Path = Field(default=Path("var"), description="Where SQLite, secrets and mail live.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy async URL; default: SQLite file in the data dir."
+    )
+    hmac_key: SecretStr | None = Field(
+        default=None, description="Key of the e-mail blind index (base64, 32+ bytes)."
+    )
+    encryption_keys: SecretStr | None = Field(
+        default=None, description="Fernet keys for PII, comma-separated, newest first."
+    )
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str | None = Field(
+        default=None, description="Base URL users reach the server at (links, printed URLs)."
+    )
+    log_level: str = "INFO"
+    log_format: Literal["console", "json"] = "console"
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0)
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'tidings.db').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """Key material, resolved from the environment or from the generated secrets file."""
+
+    hmac_key: bytes
+    encryption_keys: tuple[str, ...]  # newest first
+
+
+def load_secrets(settings: Settings) -> Secrets:
+    """Return the configured secrets, generating and persisting missing ones on first start."""
+    stored = _read_secrets_file(settings.data_dir)
+    changed = False
+    if settings.hmac_key is not None:
+        hmac_key = settings.hmac_key.get_secret_value()
+    else:
+        if "hmac_key" not in stored:
+            stored["hmac_key"] = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+            changed = True
+        hmac_key = stored["hmac_key"]
+    if settings.encryption_keys is not None:
+        keys_text = settings.encryption_keys.get_secret_value()
+    else:
+        if "encryption_keys" not in stored:
+            stored["encryption_keys"] = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+            changed = True
+        keys_text = stored["encryption_keys"]
+    if changed:
+        _write_secrets_file(settings.data_dir, stored)
+    keys = tuple(k.strip() for k in keys_text.split(",") if k.strip())
+    if not keys:
+        raise ValueError("TIDINGS_ENCRYPTION_KEYS is set but holds no key")
+    return Secrets(hmac_key=_decode_key(hmac_key), encryption_keys=keys)
+
+
+def _decode_key(text: str) -> bytes:
+    raw = base64.urlsafe_b64decode(text.encode() + b"=" * (-len(text) % 4))
+    if len(raw) < 32:
+        raise ValueError("TIDINGS_HMAC_KEY must decode to at least 32 bytes of base64")
+    return raw
+
+
+def _read_secrets_file(data_dir: Path) -> dict[str, str]:
+    path = data_dir / SECRETS_FILE
+    if not path.exists():
+        return {}
+    loaded: dict[str, str] = json.loads(path.read_text())
+    return loaded
+
+
+def _write_secrets_file(data_dir: Path, values: dict[str, str]) -> None:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / SECRETS_FILE
+    # Create with 0600 from the start: the key must never be readable, not even briefly.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(values, handle, indent=2)
+    os.chmod(path, 0o600)

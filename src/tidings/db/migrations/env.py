@@ -1,0 +1,54 @@
+"""Alembic environment: runs on a connection handed in by tidings.db.migrate, or on the configured URL."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from alembic import context
+from sqlalchemy.engine import Connection
+
+from tidings.config import Settings
+from tidings.db.registry import all_metadata
+from tidings.db.types import EncryptedText, UTCDateTime
+
+target_metadata = all_metadata()
+
+
+def _render_item(kind: str, obj: Any, _context: Any) -> str | bool:
+    """Write our column types into revisions as the plain types they store, so old revisions
+    never break when the Python types change."""
+    if kind == "type" and isinstance(obj, UTCDateTime):
+        return "sa.DateTime(timezone=True)"
+    if kind == "type" and isinstance(obj, EncryptedText):
+        return "sa.Text()"
+    return False
+
+
+def _run(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        render_as_batch=connection.dialect.name == "sqlite",  # SQLite needs batch ALTERs
+        compare_type=True,
+        render_item=_render_item,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def _run_on_settings_url() -> None:
+    from tidings.db.engine import create_database
+
+    database = create_database(Settings())
+    async with database.engine.connect() as connection:
+        await connection.run_sync(_run)
+        await connection.commit()
+    await database.dispose()
+
+
+connection = context.config.attributes.get("connection")
+if connection is not None:
+    _run(connection)
+else:  # `alembic` command line, for developers writing new revisions
+    asyncio.run(_run_on_settings_url())

@@ -1,0 +1,169 @@
+"""foundation: subscribers, topics, api keys, audit log
+
+Revision ID: 0001
+Revises:
+Create Date: 2026-11-25 07:31:37.542479
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects import postgresql
+
+revision: str = "0001"
+down_revision: str | None = None
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+
+    op.create_table(
+        "api_keys",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("name", sa.String(length=100), nullable=False),
+        sa.Column("prefix", sa.String(length=16), nullable=False),
+        sa.Column("key_hash", sa.String(length=64), nullable=False),
+        sa.Column("scope", sa.String(length=8), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_api_keys")),
+        sa.UniqueConstraint("key_hash", name=op.f("uq_api_keys_key_hash")),
+    )
+    op.create_table(
+        "audit_log",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("actor", sa.String(length=120), nullable=False),
+        sa.Column("action", sa.String(length=64), nullable=False),
+        sa.Column("target_type", sa.String(length=32), nullable=False),
+        sa.Column("target_id", sa.String(length=64), nullable=True),
+        sa.Column(
+            "detail",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=True,
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_log")),
+    )
+    with op.batch_alter_table("audit_log", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_audit_log_at"), ["at"], unique=False)
+
+    op.create_table(
+        "subscribers",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("email", sa.Text(), nullable=False),
+        sa.Column("email_hash", sa.String(length=64), nullable=False),
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column(
+            "attributes",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("timezone", sa.String(length=64), nullable=True),
+        sa.Column("phone", sa.Text(), nullable=True),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("engagement_score", sa.Float(), nullable=False),
+        sa.Column("unsubscribed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_subscribers")),
+        sa.UniqueConstraint("email_hash", name=op.f("uq_subscribers_email_hash")),
+    )
+    with op.batch_alter_table("subscribers", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_subscribers_status"), ["status"], unique=False)
+
+    op.create_table(
+        "topics",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("description", sa.Text(), nullable=False),
+        sa.Column("is_public", sa.Boolean(), nullable=False),
+        sa.Column("optin", sa.String(length=8), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_topics")),
+        sa.UniqueConstraint("name", name=op.f("uq_topics_name")),
+    )
+    op.create_table(
+        "subscriber_tags",
+        sa.Column(
+            "subscriber_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("tag", sa.String(length=64), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["subscriber_id"],
+            ["subscribers.id"],
+            name=op.f("fk_subscriber_tags_subscriber_id_subscribers"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("subscriber_id", "tag", name=op.f("pk_subscriber_tags")),
+    )
+    with op.batch_alter_table("subscriber_tags", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_subscriber_tags_tag"), ["tag"], unique=False)
+
+    op.create_table(
+        "topic_subscriptions",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("topic_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "subscriber_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("source", sa.String(length=64), nullable=True),
+        sa.Column("subscribed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("unsubscribed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["subscriber_id"],
+            ["subscribers.id"],
+            name=op.f("fk_topic_subscriptions_subscriber_id_subscribers"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["topic_id"],
+            ["topics.id"],
+            name=op.f("fk_topic_subscriptions_topic_id_topics"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_topic_subscriptions")),
+        sa.UniqueConstraint(
+            "topic_id", "subscriber_id", name=op.f("uq_topic_subscriptions_topic_id_subscriber_id")
+        ),
+    )
+    with op.batch_alter_table("topic_subscriptions", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_topic_subscriptions_subscriber_id_status"),
+            ["subscriber_id", "status"],
+            unique=False,
+        )
+        batch_op.create_index(
+            batch_op.f("ix_topic_subscriptions_topic_id_status"),
+            ["topic_id", "status"],
+            unique=False,
+        )
+
+
+def downgrade() -> None:
+
+    with op.batch_alter_table("topic_subscriptions", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_topic_subscriptions_topic_id_status"))
+        batch_op.drop_index(batch_op.f("ix_topic_subscriptions_subscriber_id_status"))
+
+    op.drop_table("topic_subscriptions")
+    with op.batch_alter_table("subscriber_tags", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_subscriber_tags_tag"))
+
+    op.drop_table("subscriber_tags")
+    op.drop_table("topics")
+    with op.batch_alter_table("subscribers", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_subscribers_status"))
+
+    op.drop_table("subscribers")
+    with op.batch_alter_table("audit_log", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_audit_log_at"))
+
+    op.drop_table("audit_log")
+    op.drop_table("api_keys")

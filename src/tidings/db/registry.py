@@ -1,0 +1,13 @@
+"""Imports every model module so Base.metadata knows all tables (for migrations and tests)."""
+
+from __future__ import annotations
+
+from sqlalchemy import MetaData
+
+
+def all_metadata() -> MetaData:
+    from tidings.audience import models as _audience  # noqa: F401
+    from tidings.db.base import Base
+    from tidings.security import models as _security  # noqa: F401
+
+    return Base.metadata

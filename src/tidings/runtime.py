@@ -1,0 +1,31 @@
+"""What a running tidings process holds: settings, the database and the PII cipher."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tidings.config import Settings, load_secrets
+from tidings.db.engine import Database, create_database
+from tidings.db.migrate import upgrade_database
+from tidings.security.crypto import PiiCipher, install_cipher
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    database: Database
+    cipher: PiiCipher
+
+    async def close(self) -> None:
+        await self.database.dispose()
+
+
+async def open_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
+    """Resolve secrets, install the cipher, connect, and (by default) apply pending migrations."""
+    secrets = load_secrets(settings)
+    cipher = PiiCipher(secrets.encryption_keys, secrets.hmac_key)
+    install_cipher(cipher)
+    database = create_database(settings)
+    if migrate:
+        await upgrade_database(database)
+    return Runtime(settings=settings, database=database, cipher=cipher)

@@ -1,0 +1,1 @@
+"""Security: PII encryption and blind index, API keys, audit log."""

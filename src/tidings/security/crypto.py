@@ -1,0 +1,104 @@
+"""PII protection: Fernet encryption at rest (MultiFernet, newest key first) and a blind index.
+
+Each ciphertext is stored as ``<key id>:<fernet token>``. The key id is a short fingerprint of the
+key that encrypted it, so rotation can find the rows still under an older key with a plain query
+and resume after a crash without re-encrypting what it already did.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from email_validator import EmailNotValidError, validate_email
+
+
+class InvalidEmail(ValueError):
+    """The text is not a usable e-mail address; the message says why."""
+
+
+class UnknownEncryptionKey(RuntimeError):
+    """A ciphertext was made with a key that is no longer configured."""
+
+
+@dataclass(frozen=True)
+class ParsedEmail:
+    address: str  # what we store and send to: trimmed, domain lowercased, IDN domain in ASCII
+    index_key: str  # what the blind index hashes: the address with its local part case-folded
+
+
+def parse_email(raw: str) -> ParsedEmail:
+    """Validate an address (syntax only, no DNS) and return its stored and indexed forms.
+
+    The blind index folds the local part's case too: nearly every mailbox provider ignores it,
+    and two rows for Ann@x.org and ann@x.org would mail one person twice.
+    """
+    try:
+        result = validate_email(raw.strip(), check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise InvalidEmail(str(exc)) from exc
+    address = f"{result.local_part}@{result.ascii_domain}"
+    return ParsedEmail(address=address, index_key=address.lower())
+
+
+def key_id(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:8]
+
+
+class PiiCipher:
+    """Encrypts with the newest key, decrypts with any configured key."""
+
+    def __init__(self, keys: Sequence[str], hmac_key: bytes) -> None:
+        if not keys:
+            raise ValueError("at least one encryption key is required")
+        self._fernets = {key_id(k): Fernet(k.encode()) for k in keys}
+        self._multi = MultiFernet([Fernet(k.encode()) for k in keys])
+        self.current_key_id = key_id(keys[0])
+        self._hmac_key = hmac_key
+
+    def encrypt(self, plaintext: str) -> str:
+        token = self._multi.encrypt(plaintext.encode()).decode()
+        return f"{self.current_key_id}:{token}"
+
+    def decrypt(self, stored: str) -> str:
+        kid, _, token = stored.partition(":")
+        fernet = self._fernets.get(kid)
+        if fernet is None:
+            raise UnknownEncryptionKey(f"value encrypted with key {kid}, which is not configured")
+        try:
+            return fernet.decrypt(token.encode()).decode()
+        except InvalidToken as exc:
+            raise UnknownEncryptionKey(f"value under key {kid} does not decrypt") from exc
+
+    def rotate(self, stored: str) -> str:
+        """Re-encrypt a stored value under the newest key (no-op when it already is)."""
+        kid, _, token = stored.partition(":")
+        if kid == self.current_key_id:
+            return stored
+        if kid not in self._fernets:
+            raise UnknownEncryptionKey(f"value encrypted with key {kid}, which is not configured")
+        return f"{self.current_key_id}:{self._multi.rotate(token.encode()).decode()}"
+
+    def blind_index(self, index_key: str) -> str:
+        return hmac.new(self._hmac_key, index_key.encode(), hashlib.sha256).hexdigest()
+
+    def email_hash(self, raw_email: str) -> str:
+        return self.blind_index(parse_email(raw_email).index_key)
+
+
+_active: PiiCipher | None = None
+
+
+def install_cipher(cipher: PiiCipher) -> None:
+    """Make ``cipher`` the one the EncryptedText column type uses in this process."""
+    global _active
+    _active = cipher
+
+
+def active_cipher() -> PiiCipher:
+    if _active is None:
+        raise RuntimeError("no PII cipher installed; build the runtime first")
+    return _active
