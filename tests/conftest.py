@@ -11,6 +11,7 @@ import base64
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import asyncpg
@@ -28,6 +29,7 @@ from tidings.security.apikeys import create_api_key
 from tidings.security.crypto import install_cipher
 from tidings.security.models import Scope
 
+DATABASE_KINDS = ["sqlite", "postgresql"]
 DEFAULT_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 TEST_HMAC_KEY = base64.urlsafe_b64encode(b"h" * 32).decode()
 TEST_FERNET_KEY = base64.urlsafe_b64encode(b"f" * 32).decode()
@@ -57,13 +59,11 @@ async def _drop_pg_database(base: str, name: str) -> None:
         await admin.close()
 
 
-@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
-def database_url(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """A real SQLite file, or a fresh PostgreSQL database for this run (dropped at the end)."""
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sqlite') / 'tidings.db'}"
+@contextmanager
+def fresh_database(kind: str, directory: Path) -> Iterator[str]:
+    """A real SQLite file, or a fresh PostgreSQL database (dropped afterwards); yields its URL."""
+    if kind == "sqlite":
+        yield f"sqlite+aiosqlite:///{directory / 'tidings.db'}"
         return
     base = os.environ.get("TIDINGS_TEST_DATABASE_URL", DEFAULT_PG_URL)
     name = f"tidings_test_{secrets.token_hex(4)}"
@@ -74,8 +74,18 @@ def database_url(
         if in_ci():
             pytest.fail(message)
         pytest.skip(message)
-    yield make_url(base).set(database=name).render_as_string(hide_password=False)
-    asyncio.run(_drop_pg_database(base, name))
+    try:
+        yield make_url(base).set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(_drop_pg_database(base, name))
+
+
+@pytest.fixture(scope="session", params=DATABASE_KINDS)
+def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    with fresh_database(request.param, tmp_path_factory.mktemp(request.param)) as url:
+        yield url
 
 
 def make_settings(data_dir: Path, database_url: str) -> Settings:

@@ -80,6 +80,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     )
     if runtime is not None:
         app.state.runtime = runtime
+    app.add_middleware(RejectNulMiddleware)
     app.add_middleware(RequestLogMiddleware)
     _install_error_handlers(app)
     app.include_router(subscribers)
@@ -178,3 +179,26 @@ class RequestLogMiddleware:
                 status=status_code,
                 ms=round((time.perf_counter() - started) * 1000, 1),
             )
+
+
+class RejectNulMiddleware:
+    """Refuse NUL characters anywhere in the URL: no database text column can hold them, so they
+    would otherwise surface as a storage error deep inside a query."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and _has_nul(scope):
+            response = _error(400, "NUL characters are not allowed in URLs", "bad_request")
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _has_nul(scope: Scope) -> bool:
+    raw = scope.get("raw_path") or scope["path"].encode()
+    query: bytes = scope.get("query_string", b"")
+    return any(
+        b"\x00" in part or b"%00" in part for part in (raw, query.lower(), scope["path"].encode())
+    )

@@ -18,7 +18,7 @@ from tidings.logs import configure_logging
 from tidings.runtime import Runtime, open_runtime
 from tidings.security import apikeys
 from tidings.security.audit import CLI_ACTOR
-from tidings.security.models import Scope
+from tidings.security.models import ApiKey, Scope
 from tidings.security.rotation import count_stale_rows, rotate_encryption
 
 app = typer.Typer(help="tidings: self-hosted newsletters and campaigns.", no_args_is_help=True)
@@ -125,7 +125,7 @@ def keys_create(
 def keys_list() -> None:
     """List API keys (prefixes only; full keys are never stored)."""
 
-    async def work(runtime: Runtime) -> list[apikeys.ApiKey]:
+    async def work(runtime: Runtime) -> list[ApiKey]:
         async with runtime.database.sessions() as session:
             return await apikeys.list_api_keys(session)
 
@@ -147,7 +147,7 @@ def keys_list() -> None:
 def keys_revoke(key: Annotated[str, typer.Argument(help="Key id or prefix.")]) -> None:
     """Revoke an API key; requests with it get 401 from now on."""
 
-    async def work(runtime: Runtime) -> apikeys.ApiKey:
+    async def work(runtime: Runtime) -> ApiKey:
         async with runtime.database.sessions() as session:
             return await apikeys.revoke_api_key(session, key, CLI_ACTOR)
 

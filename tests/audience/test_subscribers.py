@@ -140,6 +140,7 @@ async def test_get_by_email_and_by_id(client: httpx.AsyncClient) -> None:
     missing = await client.get("/subscribers/nobody@example.com")
     assert missing.status_code == 404 and missing.json()["code"] == "not_found"
     assert (await client.get("/subscribers/99999999999999999999999")).status_code == 404
+    assert (await client.get("/subscribers/²")).status_code == 404  # a digit to str.isdigit only
 
 
 async def test_put_updates_fields_and_keeps_the_rest(client: httpx.AsyncClient) -> None:

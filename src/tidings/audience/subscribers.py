@@ -1,4 +1,4 @@
-"""Subscriber rules: create (no duplicates, by blind index), find by id or e-mail, update, unsubscribe."""
+"""Subscriber rules: create (no duplicates), find by id or e-mail, update, unsubscribe."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def email_fields(raw: str) -> tuple[str, str]:
 async def find_subscriber(session: AsyncSession, ref: str | int) -> Subscriber:
     """Find by numeric id, or by e-mail address through the blind index."""
     subscriber: Subscriber | None = None
-    if isinstance(ref, int) or ref.isdigit():
+    if isinstance(ref, int) or (ref.isascii() and ref.isdigit()):
         number = int(ref)
         if number <= MAX_ID:
             subscriber = await session.get(Subscriber, number)
@@ -200,9 +200,7 @@ async def list_subscribers(
     return SubscriberPage(items=items, total=total, next_cursor=next_cursor)
 
 
-def _filtered(
-    query: Select[tuple[Subscriber]], filters: SubscriberFilter
-) -> Select[tuple[Subscriber]]:
+def _filtered(query: Select[Subscriber], filters: SubscriberFilter) -> Select[Subscriber]:
     if filters.status is not None:
         query = query.where(Subscriber.status == filters.status.value)
     if filters.tag is not None:

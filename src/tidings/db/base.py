@@ -1,4 +1,4 @@
-"""Declarative base with a naming convention, so migrations name constraints identically everywhere."""
+"""Declarative base with a naming convention, so constraints get the same names everywhere."""
 
 from __future__ import annotations
 

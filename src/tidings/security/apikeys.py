@@ -80,7 +80,7 @@ async def revoke_api_key(session: AsyncSession, key_ref: str, actor: str) -> Api
 
 
 async def _find_key(session: AsyncSession, key_ref: str) -> ApiKey:
-    if key_ref.isdigit() and len(key_ref) < 19:
+    if key_ref.isascii() and key_ref.isdigit() and len(key_ref) < 19:
         key = await session.get(ApiKey, int(key_ref))
     else:
         key = await session.scalar(select(ApiKey).where(ApiKey.prefix == key_ref))

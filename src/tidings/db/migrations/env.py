@@ -1,9 +1,9 @@
-"""Alembic environment: runs on a connection handed in by tidings.db.migrate, or on the configured URL."""
+"""Alembic environment: runs on a connection from tidings.db.migrate, or on the configured URL."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Literal
 
 from alembic import context
 from sqlalchemy.engine import Connection
@@ -15,7 +15,7 @@ from tidings.db.types import EncryptedText, UTCDateTime
 target_metadata = all_metadata()
 
 
-def _render_item(kind: str, obj: Any, _context: Any) -> str | bool:
+def _render_item(kind: str, obj: Any, _context: Any) -> str | Literal[False]:
     """Write our column types into revisions as the plain types they store, so old revisions
     never break when the Python types change."""
     if kind == "type" and isinstance(obj, UTCDateTime):
