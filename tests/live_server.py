@@ -1,4 +1,4 @@
-"""Runs the real `tidings serve` entry point as a subprocess on a free port, for end-to-end tests."""
+"""Runs the real `tidings serve` entry point as a subprocess on a free port (end-to-end tests)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,10 @@ class LiveServer:
         with self.output_path.open("wb") as output:
             self.process = subprocess.Popen(
                 [str(TIDINGS), "serve", "--port", str(self.port)],
-                cwd=self.workdir, env=env, stdout=output, stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+                env=env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 import schemathesis
-from schemathesis import GenerationMode
 from hypothesis import HealthCheck, given, settings
+from schemathesis import GenerationMode
 
 from tests.conftest import DATABASE_KINDS, fresh_database
 from tests.live_server import LiveServer
@@ -89,7 +89,9 @@ def test_no_input_makes_the_server_fail(live_server: LiveServer) -> None:
         def call(case: schemathesis.Case) -> None:
             response = case.call(headers=headers, timeout=30)
             if response.status_code >= 500:
-                server_errors.append(f"{case.method} {case.formatted_path} -> {response.status_code}")
+                server_errors.append(
+                    f"{case.method} {case.formatted_path} -> {response.status_code}"
+                )
 
         call()
     assert operations >= 15

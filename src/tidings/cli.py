@@ -18,6 +18,7 @@ from tidings.logs import configure_logging
 from tidings.runtime import Runtime, open_runtime
 from tidings.security import apikeys
 from tidings.security.audit import CLI_ACTOR
+from tidings.security.crypto import UnknownEncryptionKey
 from tidings.security.models import ApiKey, Scope
 from tidings.security.rotation import count_stale_rows, rotate_encryption
 
@@ -45,6 +46,12 @@ def _run(work: Callable[[Runtime], Awaitable[T]], *, migrate: bool = True) -> T:
         return asyncio.run(main())
     except TidingsError as exc:
         console.print(f"[red]error:[/red] {exc.detail}")
+        raise typer.Exit(1) from None
+    except UnknownEncryptionKey as exc:
+        console.print(
+            f"[red]error:[/red] {exc}. Keep every older key in TIDINGS_ENCRYPTION_KEYS "
+            "(after the newest) until `tidings keys rotate-encryption` has finished."
+        )
         raise typer.Exit(1) from None
 
 

@@ -1,4 +1,4 @@
-"""The database layer: migrations match the models, and datetimes are aware UTC on both databases."""
+"""Database layer: migrations match the models; datetimes are aware UTC on both databases."""
 
 from __future__ import annotations
 
@@ -55,10 +55,12 @@ async def test_utc_datetime_round_trips_as_aware_utc(db: Runtime) -> None:
         await connection.run_sync(table.create)
         try:
             await connection.execute(insert(table), [{"at": value} for value in written])
-            read = (await connection.execute(select(table.c.at).order_by(table.c.id))).scalars().all()
+            read = (
+                (await connection.execute(select(table.c.at).order_by(table.c.id))).scalars().all()
+            )
             ordered = (
-                await connection.execute(select(table.c.id).order_by(table.c.at))
-            ).scalars().all()
+                (await connection.execute(select(table.c.id).order_by(table.c.at))).scalars().all()
+            )
         finally:
             await connection.run_sync(table.drop)
     assert read == [

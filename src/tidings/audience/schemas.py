@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from tidings.audience.models import OptIn, SubscriberStatus, TopicSubscriptionStatus
 from tidings.db.ids import MAX_ID
@@ -106,15 +106,19 @@ class SubscriberOut(BaseModel):
     updated_at: datetime
 
 
+# Stripped before the length check, so a blank name is refused rather than stored as "".
+TopicName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
 class TopicCreate(ApiModel):
-    name: Annotated[str, Field(min_length=1, max_length=200)]
+    name: TopicName
     description: Annotated[str, Field(max_length=10_000)] = ""
     is_public: bool = True
     optin: OptIn = OptIn.single
 
 
 class TopicUpdate(ApiModel):
-    name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    name: TopicName | None = None
     description: Annotated[str, Field(max_length=10_000)] | None = None
     is_public: bool | None = None
     optin: OptIn | None = None

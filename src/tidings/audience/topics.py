@@ -125,7 +125,10 @@ async def subscribe_to_topic(
         if topic.optin == OptIn.double
         else TopicSubscriptionStatus.active
     )
-    row = await _subscription(session, topic.id, subscriber.id)
+    # Kept as plain ints: a rollback below expires the ORM objects, and reading their attributes
+    # afterwards would need a lazy load (MissingGreenlet under asyncio, i.e. a 500).
+    topic_id, subscriber_id = topic.id, subscriber.id
+    row = await _subscription(session, topic_id, subscriber_id)
     created = row is None
     if row is None:
         row = TopicSubscription(topic_id=topic.id, subscriber_id=subscriber.id)
@@ -139,9 +142,10 @@ async def subscribe_to_topic(
     try:
         await session.flush()
     except IntegrityError:
+        # Lost a race with a concurrent subscription of the same pair: the unique index decided.
         await session.rollback()
         raise AlreadySubscribed(
-            f"subscriber {subscriber.id} is already subscribed to topic {topic.id}"
+            f"subscriber {subscriber_id} is already subscribed to topic {topic_id}"
         ) from None
     action = "topic.subscribe" if created else "topic.resubscribe"
     record_audit(
@@ -206,7 +210,7 @@ async def list_topic_members(
         query = query.where(TopicSubscription.status == status.value)
     total = int(await session.scalar(select(func.count()).select_from(query.subquery())) or 0)
     rows = await session.execute(query.order_by(TopicSubscription.id).limit(limit).offset(offset))
-    return [(sub, member) for sub, member in rows.tuples()], total
+    return [(sub, member) for sub, member in rows], total
 
 
 async def list_subscriber_topics(

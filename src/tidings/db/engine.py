@@ -51,7 +51,7 @@ def _create_sqlite_engine(url: str, busy_timeout_ms: int) -> AsyncEngine:
     # One connection for the whole process: SQLite has a single writer, and funnelling the API, the
     # scheduler and the workers through one connection means none of them ever sees "database is
     # locked". Other sessions wait for the connection in the pool instead.
-    engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=300)
+    engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=60)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _configure(dbapi_connection: Any, _record: Any) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import ColumnElement, Table, Text, bindparam, func, or_, select, type_coerce, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -63,11 +64,12 @@ async def rotate_encryption(
         pk = spec.table.c.id
         raw = [type_coerce(spec.table.c[name], Text).label(name) for name in spec.columns]
         stale = _stale(spec, cipher.current_key_id)
-        statement = (
-            update(spec.table)
-            .where(pk == bindparam("row_id"))
-            .values({name: bindparam(f"new_{name}", type_=Text) for name in spec.columns})
-        )
+        values: dict[str, Any] = {
+            name: bindparam(f"new_{name}", type_=Text) for name in spec.columns
+        }
+        # Re-encrypting is not an edit: set onupdate columns (updated_at) to themselves.
+        values |= {c.name: c for c in spec.table.columns if c.onupdate is not None}
+        statement = update(spec.table).where(pk == bindparam("row_id")).values(values)
         last_id = 0
         while True:
             async with sessions() as session:
