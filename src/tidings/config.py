@@ -70,22 +70,17 @@ class Secrets:
 def load_secrets(settings: Settings) -> Secrets:
     """Return the configured secrets, generating and persisting missing ones on first start."""
     stored = _read_secrets_file(settings.data_dir)
-    changed = False
-    if settings.hmac_key is not None:
-        hmac_key = settings.hmac_key.get_secret_value()
-    else:
-        if "hmac_key" not in stored:
-            stored["hmac_key"] = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
-            changed = True
-        hmac_key = stored["hmac_key"]
-    if settings.encryption_keys is not None:
-        keys_text = settings.encryption_keys.get_secret_value()
-    else:
-        if "encryption_keys" not in stored:
-            stored["encryption_keys"] = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
-            changed = True
-        keys_text = stored["encryption_keys"]
-    if changed:
+    before = dict(stored)
+
+    def explicit_or_stored(explicit: SecretStr | None, name: str) -> str:
+        if explicit is not None:
+            return explicit.get_secret_value()
+        # 32 random bytes in urlsafe base64: a valid Fernet key and a valid HMAC key alike.
+        return stored.setdefault(name, base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())
+
+    hmac_key = explicit_or_stored(settings.hmac_key, "hmac_key")
+    keys_text = explicit_or_stored(settings.encryption_keys, "encryption_keys")
+    if stored != before:
         _write_secrets_file(settings.data_dir, stored)
     keys = tuple(k.strip() for k in keys_text.split(",") if k.strip())
     if not keys:

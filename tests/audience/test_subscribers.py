@@ -10,15 +10,9 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tests.factories import add_subscriber
 from tidings.runtime import Runtime
 from tidings.security.models import AuditEntry
-
-
-async def add(client: httpx.AsyncClient, email: str, **fields: object) -> dict[str, object]:
-    response = await client.post("/subscribers/", json={"email": email, **fields})
-    assert response.status_code == 201, response.text
-    body: dict[str, object] = response.json()
-    return body
 
 
 async def test_create_subscriber_returns_201_with_normalized_fields(
@@ -45,7 +39,7 @@ async def test_create_subscriber_returns_201_with_normalized_fields(
 
 
 async def test_same_address_in_any_case_is_a_409(client: httpx.AsyncClient) -> None:
-    await add(client, "bob@example.com")
+    await add_subscriber(client, "bob@example.com")
     response = await client.post("/subscribers/", json={"email": "BOB@EXAMPLE.com"})
     assert response.status_code == 409
     assert response.json()["code"] == "duplicate_subscriber"
@@ -70,7 +64,7 @@ async def test_concurrent_duplicates_let_exactly_one_win(
 async def test_unique_index_rejects_a_second_row_with_the_same_blind_index(
     client: httpx.AsyncClient, db: Runtime
 ) -> None:
-    await add(client, "dup@example.com")
+    await add_subscriber(client, "dup@example.com")
     async with db.database.engine.connect() as connection:
         row = (await connection.execute(text("SELECT email, email_hash FROM subscribers"))).one()
         with pytest.raises(IntegrityError):
@@ -126,14 +120,14 @@ async def test_bad_fields_are_422_naming_the_field(
 async def test_idn_domains_are_stored_in_ascii_and_found_either_way(
     client: httpx.AsyncClient,
 ) -> None:
-    body = await add(client, "jörg@Bücher.example")
+    body = await add_subscriber(client, "jörg@Bücher.example")
     assert body["email"] == "jörg@xn--bcher-kva.example"
     found = await client.get("/subscribers/jörg@bücher.example")
     assert found.status_code == 200 and found.json()["id"] == body["id"]
 
 
 async def test_get_by_email_and_by_id(client: httpx.AsyncClient) -> None:
-    body = await add(client, "carol@example.com", name="Carol")
+    body = await add_subscriber(client, "carol@example.com", name="Carol")
     by_email = await client.get("/subscribers/CAROL@example.com")
     by_id = await client.get(f"/subscribers/{body['id']}")
     assert by_email.json() == by_id.json() == body
@@ -144,7 +138,9 @@ async def test_get_by_email_and_by_id(client: httpx.AsyncClient) -> None:
 
 
 async def test_put_updates_fields_and_keeps_the_rest(client: httpx.AsyncClient) -> None:
-    body = await add(client, "dan@example.com", name="Dan", tags=["tech"], attributes={"a": 1})
+    body = await add_subscriber(
+        client, "dan@example.com", name="Dan", tags=["tech"], attributes={"a": 1}
+    )
     response = await client.put(
         "/subscribers/dan@example.com", json={"name": "Daniel", "tags": ["finance", "tech"]}
     )
@@ -157,8 +153,8 @@ async def test_put_updates_fields_and_keeps_the_rest(client: httpx.AsyncClient) 
 
 
 async def test_put_to_an_address_already_taken_is_a_409(client: httpx.AsyncClient) -> None:
-    await add(client, "erin@example.com")
-    frank = await add(client, "frank@example.com")
+    await add_subscriber(client, "erin@example.com")
+    frank = await add_subscriber(client, "frank@example.com")
     response = await client.put(f"/subscribers/{frank['id']}", json={"email": "ERIN@example.com"})
     assert response.status_code == 409
     moved = await client.put(f"/subscribers/{frank['id']}", json={"email": "frank2@example.com"})
@@ -167,7 +163,7 @@ async def test_put_to_an_address_already_taken_is_a_409(client: httpx.AsyncClien
 
 
 async def test_delete_unsubscribes_and_keeps_the_record(client: httpx.AsyncClient) -> None:
-    await add(client, "gina@example.com")
+    await add_subscriber(client, "gina@example.com")
     response = await client.delete("/subscribers/gina@example.com")
     assert response.status_code == 200
     assert response.json()["status"] == "unsubscribed"
@@ -178,9 +174,9 @@ async def test_delete_unsubscribes_and_keeps_the_record(client: httpx.AsyncClien
 
 async def test_list_filters_by_status_tag_topic_and_email(client: httpx.AsyncClient) -> None:
     topic = (await client.post("/topics/", json={"name": "Weekly"})).json()
-    await add(client, "a@example.com", tags=["tech"], topic_ids=[topic["id"]])
-    await add(client, "b@example.com", tags=["retail"])
-    await add(client, "c@example.com", tags=["tech"])
+    await add_subscriber(client, "a@example.com", tags=["tech"], topic_ids=[topic["id"]])
+    await add_subscriber(client, "b@example.com", tags=["retail"])
+    await add_subscriber(client, "c@example.com", tags=["tech"])
     await client.delete("/subscribers/c@example.com")
 
     async def emails(**params: object) -> list[str]:
@@ -199,7 +195,7 @@ async def test_list_filters_by_status_tag_topic_and_email(client: httpx.AsyncCli
 
 async def test_pagination_by_offset_and_by_cursor(client: httpx.AsyncClient) -> None:
     for i in range(7):
-        await add(client, f"p{i}@example.com")
+        await add_subscriber(client, f"p{i}@example.com")
     first = (await client.get("/subscribers/", params={"limit": 3})).json()
     assert first["total"] == 7 and len(first["items"]) == 3
     second = (await client.get("/subscribers/", params={"limit": 3, "offset": 3})).json()
@@ -225,7 +221,7 @@ async def test_pagination_by_offset_and_by_cursor(client: httpx.AsyncClient) -> 
 async def test_changes_are_written_to_the_audit_log(
     client: httpx.AsyncClient, session: AsyncSession
 ) -> None:
-    body = await add(client, "hal@example.com")
+    body = await add_subscriber(client, "hal@example.com")
     await client.put("/subscribers/hal@example.com", json={"name": "Hal"})
     await client.delete("/subscribers/hal@example.com")
     entries = (await session.scalars(select(AuditEntry).order_by(AuditEntry.id))).all()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tests.factories import add_subscriber, add_topic, post_created
 from tidings.audience import subscribers as subscriber_service
 from tidings.audience import topics as topic_service
 from tidings.runtime import Runtime
@@ -17,29 +19,10 @@ from tidings.security.models import AuditEntry
 HUGE_ID = "99999999999999999999"
 
 
-async def add_topic(client: httpx.AsyncClient, name: str, **fields: object) -> dict[str, object]:
-    response = await client.post("/topics/", json={"name": name, **fields})
-    assert response.status_code == 201, response.text
-    body: dict[str, object] = response.json()
-    return body
-
-
-async def add_subscriber(
-    client: httpx.AsyncClient, email: str, **fields: object
-) -> dict[str, object]:
-    response = await client.post("/subscribers/", json={"email": email, **fields})
-    assert response.status_code == 201, response.text
-    body: dict[str, object] = response.json()
-    return body
-
-
 async def subscribe(
     client: httpx.AsyncClient, topic_id: object, expected: int = 201, **who: object
-) -> dict[str, object]:
-    response = await client.post(f"/topics/{topic_id}/subscribers", json=who)
-    assert response.status_code == expected, response.text
-    body: dict[str, object] = response.json()
-    return body
+) -> dict[str, Any]:
+    return await post_created(client, f"/topics/{topic_id}/subscribers", who, expected)
 
 
 async def subscription_count(session: AsyncSession) -> int:

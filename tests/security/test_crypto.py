@@ -15,6 +15,7 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from typer.testing import CliRunner
 
+from tests.factories import add_subscriber
 from tidings.audience.models import Subscriber
 from tidings.audience.schemas import SubscriberCreate
 from tidings.audience.subscribers import create_subscriber, find_subscriber
@@ -44,13 +45,6 @@ runner = CliRunner()
 
 def expected_index(address: str, key: bytes = HMAC_KEY) -> str:
     return hmac.new(key, address.encode(), hashlib.sha256).hexdigest()
-
-
-async def add(client: httpx.AsyncClient, email: str, **fields: object) -> dict[str, object]:
-    response = await client.post("/subscribers/", json={"email": email, **fields})
-    assert response.status_code == 201, response.text
-    body: dict[str, object] = response.json()
-    return body
 
 
 async def raw_rows(session: AsyncSession, sql: str) -> list[dict[str, object]]:
@@ -186,7 +180,7 @@ async def test_no_plaintext_address_or_phone_is_stored_in_any_column(
         ("Ölaf.Nörd@Bücher.example", "ölaf.nörd", "+33612345678"),
     ]
     for email, _, phone in people:
-        await add(client, email, phone=phone, name="Plain Name", tags=["tagged"])
+        await add_subscriber(client, email, phone=phone, name="Plain Name", tags=["tagged"])
     subscribers = await raw_rows(session, "SELECT * FROM subscribers")
     assert len(subscribers) == 3
     every_row = list(subscribers)
@@ -217,8 +211,8 @@ async def test_no_plaintext_address_or_phone_is_stored_in_any_column(
 async def test_encrypted_columns_carry_the_current_key_id(
     client: httpx.AsyncClient, session: AsyncSession, db: Runtime
 ) -> None:
-    await add(client, "keyed@example.com", phone="+4915112345678")
-    await add(client, "nophone@example.com")
+    await add_subscriber(client, "keyed@example.com", phone="+4915112345678")
+    await add_subscriber(client, "nophone@example.com")
     rows = await raw_rows(session, "SELECT email, phone, email_hash FROM subscribers ORDER BY id")
     current = db.cipher.current_key_id
     assert str(rows[0]["email"]).startswith(f"{current}:")
@@ -246,7 +240,7 @@ async def test_rotation_is_resumable_and_moves_every_row_to_the_new_key(
     people = [
         (f"Rot{i:02d}.Person@Example.org", f"+49151{i:08d}" if i % 3 else None) for i in range(25)
     ]
-    created = [await add(client, email, phone=phone) for email, phone in people]
+    created = [await add_subscriber(client, email, phone=phone) for email, phone in people]
     before = await raw_rows(session, "SELECT id, email_hash FROM subscribers ORDER BY id")
 
     new_key = Fernet.generate_key().decode()
@@ -318,7 +312,7 @@ async def test_rotation_without_the_old_key_refuses_and_changes_nothing(
 ) -> None:
     secrets = load_secrets(db.settings)
     for i in range(3):
-        await add(client, f"kept{i}@example.com")
+        await add_subscriber(client, f"kept{i}@example.com")
     before = await raw_rows(session, "SELECT id, email FROM subscribers ORDER BY id")
     new_only = PiiCipher([Fernet.generate_key().decode()], secrets.hmac_key)
     with pytest.raises(UnknownEncryptionKey):
