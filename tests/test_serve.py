@@ -33,6 +33,7 @@ def test_first_start_creates_var_secrets_and_prints_an_admin_key_once(tmp_path: 
     secrets_file = tmp_path / "var" / "secrets.json"
     assert (tmp_path / "var" / "tidings.db").exists()
     assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "var").stat().st_mode) == 0o700
     first_secrets = secrets_file.read_text()
 
     again = LiveServer(tmp_path).start()

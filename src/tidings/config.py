@@ -88,6 +88,11 @@ def load_secrets(settings: Settings) -> Secrets:
     return Secrets(hmac_key=_decode_key(hmac_key), encryption_keys=keys)
 
 
+def ensure_data_dir(data_dir: Path) -> None:
+    """Create the data directory readable by its owner only: it holds the database and keys."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
 def _decode_key(text: str) -> bytes:
     raw = base64.urlsafe_b64decode(text.encode() + b"=" * (-len(text) % 4))
     if len(raw) < 32:
@@ -104,7 +109,7 @@ def _read_secrets_file(data_dir: Path) -> dict[str, str]:
 
 
 def _write_secrets_file(data_dir: Path, values: dict[str, str]) -> None:
-    data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_data_dir(data_dir)
     path = data_dir / SECRETS_FILE
     # Create with 0600 from the start: the key must never be readable, not even briefly.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

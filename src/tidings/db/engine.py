@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
@@ -13,7 +14,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from tidings.config import Settings
+from tidings.config import Settings, ensure_data_dir
 
 
 @dataclass
@@ -45,9 +46,7 @@ def create_database(settings: Settings) -> Database:
 
 def _create_sqlite_engine(url: str, busy_timeout_ms: int) -> AsyncEngine:
     if url.startswith("sqlite+aiosqlite:///") and ":memory:" not in url:
-        from pathlib import Path
-
-        Path(url.removeprefix("sqlite+aiosqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        ensure_data_dir(Path(url.removeprefix("sqlite+aiosqlite:///")).parent)
     # One connection for the whole process: SQLite has a single writer, and funnelling the API, the
     # scheduler and the workers through one connection means none of them ever sees "database is
     # locked". Other sessions wait for the connection in the pool instead.
