@@ -17,10 +17,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tidings import __version__
 from tidings.audience.api import subscribers, topics
+from tidings.audience.segment_api import router as segments
 from tidings.config import Settings
 from tidings.deps import get_runtime
 from tidings.errors import Conflict, NotFound, RuleViolation, TidingsError
 from tidings.logs import get_logger
+from tidings.promotions.api import promotions, subscriptions
 from tidings.runtime import Runtime, open_runtime
 from tidings.security.api import router as security_router
 
@@ -83,9 +85,12 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.add_middleware(RejectNulMiddleware)
     app.add_middleware(RequestLogMiddleware)
     _install_error_handlers(app)
+    app.include_router(segments)  # before the subscribers router: /subscribers/segment/{name}
     app.include_router(subscribers)
     app.include_router(topics)
     app.include_router(security_router)
+    app.include_router(promotions)
+    app.include_router(subscriptions)
     app.add_api_route(
         "/health",
         health,

@@ -70,9 +70,9 @@ async def test_unique_index_rejects_a_second_row_with_the_same_blind_index(
         with pytest.raises(IntegrityError):
             await connection.execute(
                 text(
-                    "INSERT INTO subscribers (email, email_hash, name, attributes, status, "
-                    "engagement_score, created_at, updated_at) "
-                    "VALUES (:e, :h, '', '{}', 'active', 0, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                    "INSERT INTO subscribers (email, email_hash, email_domain, name, attributes, "
+                    "status, engagement_score, created_at, updated_at) VALUES (:e, :h, 'x.org', "
+                    "'', '{}', 'active', 0, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
                 ),
                 {"e": row.email, "h": row.email_hash},
             )

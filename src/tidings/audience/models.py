@@ -39,6 +39,8 @@ class Subscriber(Timestamped, Base):
     email: Mapped[str] = mapped_column(EncryptedText(), nullable=False)
     # HMAC-SHA256 blind index of the normalized address: the only way to find a row by e-mail.
     email_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    # The domain alone, in clear: segments and routing select by it, and it names no person.
+    email_domain: Mapped[str] = mapped_column(String(255), nullable=False, index=True)
     name: Mapped[str] = mapped_column(String(200), nullable=False, default="")
     attributes: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False, default=dict)
     timezone: Mapped[str | None] = mapped_column(String(64))
@@ -46,7 +48,8 @@ class Subscriber(Timestamped, Base):
     status: Mapped[str] = mapped_column(
         String(16), nullable=False, default=SubscriberStatus.active.value, index=True
     )
-    engagement_score: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+    engagement_score: Mapped[float] = mapped_column(Float, nullable=False, default=0.0, index=True)
+    last_opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     unsubscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     tag_rows: Mapped[list[SubscriberTag]] = relationship(
@@ -103,3 +106,14 @@ class TopicSubscription(Timestamped, Base):
     unsubscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     topic: Mapped[Topic] = relationship(lazy="joined")
+
+
+class Segment(Timestamped, Base):
+    """A named, saved audience rule (see segment_rules), evaluated live whenever it is used."""
+
+    __tablename__ = "segments"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), nullable=False, unique=True)
+    description: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    rule: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)

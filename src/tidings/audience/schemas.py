@@ -164,3 +164,37 @@ class SubscriberTopicOut(TopicSubscriptionOut):
 
 class TopicMemberOut(TopicSubscriptionOut):
     subscriber: SubscriberOut
+
+
+SEGMENT_RULE_EXAMPLE = {
+    "all": [
+        {"field": "tag", "op": "eq", "value": "tech"},
+        {"field": "attributes.plan", "op": "in", "value": ["pro", "team"]},
+        {"field": "engagement_score", "op": "gt", "value": 40},
+    ]
+}
+
+
+class SegmentWrite(ApiModel):
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    description: Annotated[str, Field(max_length=10_000)] = ""
+    rule: dict[str, Any] = Field(
+        description="all / any / not of conditions {field, op, value}; see the segments docs.",
+        examples=[SEGMENT_RULE_EXAMPLE],
+    )
+
+
+class SegmentOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    description: str
+    rule: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class SegmentCount(BaseModel):
+    segment_id: int
+    count: int

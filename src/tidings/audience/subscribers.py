@@ -16,6 +16,7 @@ from tidings.audience.models import (
     TopicSubscriptionStatus,
 )
 from tidings.audience.schemas import SubscriberCreate, SubscriberUpdate
+from tidings.audience.segment_rules import Rule, compile_rule
 from tidings.db.ids import MAX_ID
 from tidings.db.types import utcnow
 from tidings.errors import Conflict, NotFound, RuleViolation
@@ -42,6 +43,7 @@ class SubscriberFilter:
     tag: str | None = None
     topic_id: int | None = None
     email: str | None = None
+    rule: Rule | None = None  # a segment rule, compiled to SQL
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,10 @@ def email_fields(raw: str) -> tuple[str, str]:
     except InvalidEmail as exc:
         raise InvalidSubscriber(f"email {raw!r} is invalid: {exc}") from None
     return parsed.address, active_cipher().blind_index(parsed.index_key)
+
+
+def domain_of(address: str) -> str:
+    return address.rsplit("@", 1)[1].lower()
 
 
 async def find_subscriber(session: AsyncSession, ref: str | int) -> Subscriber:
@@ -93,6 +99,7 @@ async def create_subscriber(
     subscriber = Subscriber(
         email=address,
         email_hash=email_hash,
+        email_domain=domain_of(address),
         name=data.name.strip(),
         attributes=data.attributes,
         timezone=data.timezone,
@@ -130,6 +137,7 @@ async def update_subscriber(
             if taken:
                 raise DuplicateSubscriber(f"a subscriber with email {address!r} already exists")
             subscriber.email, subscriber.email_hash = address, email_hash
+            subscriber.email_domain = domain_of(address)
     for field in ("timezone", "phone"):  # nullable: an explicit null clears them
         if field in changed:
             setattr(subscriber, field, changed[field])
@@ -189,7 +197,7 @@ async def list_subscribers(
     offset: int = 0,
     cursor: str | None = None,
 ) -> SubscriberPage:
-    query = _filtered(select(Subscriber), filters)
+    query = _filtered(select(Subscriber), filters, session.get_bind().dialect.name)
     total = int(await session.scalar(select(func.count()).select_from(query.subquery())) or 0)
     if cursor is not None:
         query = query.where(Subscriber.id > decode_cursor(cursor))
@@ -200,7 +208,9 @@ async def list_subscribers(
     return SubscriberPage(items=items, total=total, next_cursor=next_cursor)
 
 
-def _filtered(query: Select[Subscriber], filters: SubscriberFilter) -> Select[Subscriber]:
+def _filtered(
+    query: Select[Subscriber], filters: SubscriberFilter, dialect: str
+) -> Select[Subscriber]:
     if filters.status is not None:
         query = query.where(Subscriber.status == filters.status.value)
     if filters.tag is not None:
@@ -218,4 +228,6 @@ def _filtered(query: Select[Subscriber], filters: SubscriberFilter) -> Select[Su
         except InvalidSubscriber:
             email_hash = ""  # matches nothing: an invalid address is simply not on the list
         query = query.where(Subscriber.email_hash == email_hash)
+    if filters.rule is not None:
+        query = query.where(compile_rule(filters.rule, dialect, utcnow()))
     return query

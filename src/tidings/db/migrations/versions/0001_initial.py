@@ -1,8 +1,8 @@
-"""foundation: subscribers, topics, api keys, audit log
+"""initial schema: audience, promotions, segments, api keys, audit log
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 07:31:37.542479
+Create Date: 2026-11-25 07:52:31.793549
 """
 
 from collections.abc import Sequence
@@ -51,10 +51,43 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_audit_log_at"), ["at"], unique=False)
 
     op.create_table(
+        "promotions",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("description", sa.Text(), nullable=False),
+        sa.Column("status", sa.String(length=8), nullable=False),
+        sa.Column("start_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("end_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("activated_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_promotions")),
+    )
+    with op.batch_alter_table("promotions", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_promotions_status"), ["status"], unique=False)
+
+    op.create_table(
+        "segments",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("description", sa.Text(), nullable=False),
+        sa.Column(
+            "rule",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_segments")),
+        sa.UniqueConstraint("name", name=op.f("uq_segments_name")),
+    )
+    op.create_table(
         "subscribers",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("email", sa.Text(), nullable=False),
         sa.Column("email_hash", sa.String(length=64), nullable=False),
+        sa.Column("email_domain", sa.String(length=255), nullable=False),
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column(
             "attributes",
@@ -65,6 +98,7 @@ def upgrade() -> None:
         sa.Column("phone", sa.Text(), nullable=True),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("engagement_score", sa.Float(), nullable=False),
+        sa.Column("last_opened_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("unsubscribed_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
@@ -72,6 +106,12 @@ def upgrade() -> None:
         sa.UniqueConstraint("email_hash", name=op.f("uq_subscribers_email_hash")),
     )
     with op.batch_alter_table("subscribers", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_subscribers_email_domain"), ["email_domain"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_subscribers_engagement_score"), ["engagement_score"], unique=False
+        )
         batch_op.create_index(batch_op.f("ix_subscribers_status"), ["status"], unique=False)
 
     op.create_table(
@@ -86,6 +126,64 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_topics")),
         sa.UniqueConstraint("name", name=op.f("uq_topics_name")),
     )
+    op.create_table(
+        "promotion_subscriptions",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "subscriber_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column(
+            "promotion_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("is_active", sa.Boolean(), nullable=False),
+        sa.Column(
+            "metadata",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("deactivated_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["promotion_id"],
+            ["promotions.id"],
+            name=op.f("fk_promotion_subscriptions_promotion_id_promotions"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["subscriber_id"],
+            ["subscribers.id"],
+            name=op.f("fk_promotion_subscriptions_subscriber_id_subscribers"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_promotion_subscriptions")),
+        sa.UniqueConstraint(
+            "subscriber_id",
+            "promotion_id",
+            name=op.f("uq_promotion_subscriptions_subscriber_id_promotion_id"),
+        ),
+    )
+    with op.batch_alter_table("promotion_subscriptions", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_promotion_subscriptions_is_active"), ["is_active"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_promotion_subscriptions_promotion_id"), ["promotion_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_promotion_subscriptions_promotion_id_is_active"),
+            ["promotion_id", "is_active"],
+            unique=False,
+        )
+        batch_op.create_index(
+            batch_op.f("ix_promotion_subscriptions_subscriber_id"), ["subscriber_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_promotion_subscriptions_subscriber_id_is_active"),
+            ["subscriber_id", "is_active"],
+            unique=False,
+        )
+
     op.create_table(
         "subscriber_tags",
         sa.Column(
@@ -157,11 +255,26 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_subscriber_tags_tag"))
 
     op.drop_table("subscriber_tags")
+    with op.batch_alter_table("promotion_subscriptions", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_promotion_subscriptions_subscriber_id_is_active"))
+        batch_op.drop_index(batch_op.f("ix_promotion_subscriptions_subscriber_id"))
+        batch_op.drop_index(batch_op.f("ix_promotion_subscriptions_promotion_id_is_active"))
+        batch_op.drop_index(batch_op.f("ix_promotion_subscriptions_promotion_id"))
+        batch_op.drop_index(batch_op.f("ix_promotion_subscriptions_is_active"))
+
+    op.drop_table("promotion_subscriptions")
     op.drop_table("topics")
     with op.batch_alter_table("subscribers", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_subscribers_status"))
+        batch_op.drop_index(batch_op.f("ix_subscribers_engagement_score"))
+        batch_op.drop_index(batch_op.f("ix_subscribers_email_domain"))
 
     op.drop_table("subscribers")
+    op.drop_table("segments")
+    with op.batch_alter_table("promotions", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_promotions_status"))
+
+    op.drop_table("promotions")
     with op.batch_alter_table("audit_log", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_audit_log_at"))
 
