@@ -40,7 +40,9 @@ def in_ci() -> bool:
 
 
 def _asyncpg_dsn(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    """The server's maintenance database, where CREATE/DROP DATABASE run."""
+    maintenance = make_url(url).set(drivername="postgresql", database="postgres")
+    return maintenance.render_as_string(hide_password=False)
 
 
 async def _create_pg_database(base: str, name: str) -> None:

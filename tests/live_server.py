@@ -24,6 +24,10 @@ def free_port() -> int:
         return port
 
 
+class PortTaken(Exception):
+    pass
+
+
 class LiveServer:
     def __init__(self, workdir: Path, database_url: str | None = None) -> None:
         self.workdir = workdir
@@ -33,7 +37,19 @@ class LiveServer:
         self.output_path = workdir / f"serve-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 60) -> LiveServer:
+    def start(self, timeout: float = 60, attempts: int = 3) -> LiveServer:
+        """Start and wait for /health; a port taken meanwhile by another process means retry."""
+        for attempt in range(attempts):
+            try:
+                return self._start_once(timeout)
+            except PortTaken:
+                if attempt == attempts - 1:
+                    raise
+                self.port = free_port()
+                self.base_url = f"http://127.0.0.1:{self.port}"
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout: float) -> LiveServer:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")}
         if self.database_url:
             env["TIDINGS_DATABASE_URL"] = self.database_url
@@ -48,6 +64,8 @@ class LiveServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                if "address already in use" in self.output:
+                    raise PortTaken(self.port)
                 raise RuntimeError(f"tidings serve exited early:\n{self.output}")
             try:
                 if httpx.get(f"{self.base_url}/health", timeout=1).status_code == 200:

@@ -52,3 +52,10 @@ async def test_nul_characters_in_urls_are_a_400(client: httpx.AsyncClient) -> No
     response = await client.get("/subscribers/", params={"tag": "a\x00b"})
     assert response.status_code == 400
     assert "NUL" in response.json()["detail"]
+
+
+def test_request_logs_mask_email_addresses() -> None:
+    from tidings.app import _loggable_path
+
+    assert _loggable_path("/subscribers/ann@example.com/topics") == "/subscribers/{email}/topics"
+    assert _loggable_path("/subscribers/12") == "/subscribers/12"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
-from tidings.config import SECRETS_FILE, Secrets, Settings, load_secrets
+from tidings.config import SECRETS_FILE, ConfigurationError, Secrets, Settings, load_secrets
 from tidings.security.crypto import PiiCipher
 
 
@@ -125,7 +125,9 @@ def test_a_too_short_hmac_key_is_refused_with_a_clear_message(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, raw: bytes
 ) -> None:
     monkeypatch.setenv("TIDINGS_HMAC_KEY", b64(raw))
-    with pytest.raises(ValueError, match="TIDINGS_HMAC_KEY must decode to at least 32 bytes"):
+    with pytest.raises(
+        ConfigurationError, match="TIDINGS_HMAC_KEY must decode to at least 32 bytes"
+    ):
         load_secrets(Settings(data_dir=tmp_path))
 
 
@@ -133,7 +135,7 @@ def test_encryption_keys_that_hold_no_key_are_refused_with_a_clear_message(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("TIDINGS_ENCRYPTION_KEYS", " , ")
-    with pytest.raises(ValueError, match="TIDINGS_ENCRYPTION_KEYS is set but holds no key"):
+    with pytest.raises(ConfigurationError, match="TIDINGS_ENCRYPTION_KEYS is set but holds no key"):
         load_secrets(Settings(data_dir=tmp_path))
 
 
@@ -179,3 +181,39 @@ def test_tidings_database_url_replaces_the_sqlite_default(
     settings = Settings()
     assert settings.resolved_database_url == url
     assert not settings.is_sqlite
+
+
+def test_an_invalid_fernet_key_is_refused_naming_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TIDINGS_ENCRYPTION_KEYS", "not-a-key")
+    with pytest.raises(ConfigurationError, match="TIDINGS_ENCRYPTION_KEYS holds a value"):
+        load_secrets(Settings(data_dir=tmp_path))
+
+
+def test_when_two_processes_create_secrets_at_once_both_use_the_first_file(
+    tmp_path: Path,
+) -> None:
+    from tidings import config
+
+    winner = {"hmac_key": "w" * 43, "encryption_keys": TEST_FERNET_KEY_FOR_RACE}
+    original = config._read_secrets_file
+    calls = {"n": 0}
+
+    def read_then_lose_the_race(data_dir: Path) -> dict[str, str]:
+        calls["n"] += 1
+        if calls["n"] == 1:  # we read "no file"; meanwhile the other process writes it
+            (data_dir / SECRETS_FILE).write_text(json.dumps(winner))
+            return {}
+        return original(data_dir)
+
+    config._read_secrets_file = read_then_lose_the_race  # type: ignore[assignment]
+    try:
+        secrets = load_secrets(Settings(data_dir=tmp_path))
+    finally:
+        config._read_secrets_file = original  # type: ignore[assignment]
+    assert secrets.encryption_keys == (TEST_FERNET_KEY_FOR_RACE,)
+    assert json.loads((tmp_path / SECRETS_FILE).read_text()) == winner
+
+
+TEST_FERNET_KEY_FOR_RACE = base64.urlsafe_b64encode(b"r" * 32).decode()

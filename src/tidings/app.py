@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -149,9 +150,18 @@ def _install_error_handlers(app: FastAPI) -> None:
         response.headers.update(exc.headers or {})
         return response
 
+    @app.exception_handler(IntegrityError)
+    async def concurrent_change(request: Request, exc: IntegrityError) -> JSONResponse:
+        # Only a race gets here (e.g. a topic deleted while someone subscribes to it): every
+        # constraint a client can break on its own is checked and named by the services.
+        log.warning("http.integrity_conflict", path=_loggable_path(request.url.path))
+        return _error(409, "the change conflicts with one made at the same time; retry", "conflict")
+
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("http.unhandled_error", path=request.url.path, error=type(exc).__name__)
+        log.exception(
+            "http.unhandled_error", path=_loggable_path(request.url.path), error=type(exc).__name__
+        )
         return _error(500, "internal error; it has been logged", "internal_error")
 
 
@@ -180,10 +190,15 @@ class RequestLogMiddleware:
             log.info(
                 "http.request",
                 method=scope["method"],
-                path=scope["path"],
+                path=_loggable_path(scope["path"]),
                 status=status_code,
                 ms=round((time.perf_counter() - started) * 1000, 1),
             )
+
+
+def _loggable_path(path: str) -> str:
+    """The path with e-mail addresses masked: /subscribers/ann@x.org -> /subscribers/{email}."""
+    return "/".join("{email}" if "@" in part else part for part in path.split("/"))
 
 
 class RejectNulMiddleware:

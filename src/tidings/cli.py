@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Annotated, TypeVar
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, NoReturn, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from tidings.config import Settings
+from tidings.config import ConfigurationError, Settings
 from tidings.db.migrate import current_revision, upgrade_database
 from tidings.errors import TidingsError
 from tidings.logs import configure_logging
@@ -30,29 +32,51 @@ console = Console()
 T = TypeVar("T")
 
 
-def _run(work: Callable[[Runtime], Awaitable[T]], *, migrate: bool = True) -> T:
-    """Open a runtime, run one piece of async work in it, close it; domain errors exit 1 cleanly."""
-    settings = Settings()
-    configure_logging(settings.log_level, settings.log_format)
+@contextmanager
+def _clean_errors() -> Iterator[None]:
+    """Turn the errors a user can act on into one red line and exit status 1, not a traceback."""
+    try:
+        yield
+    except TidingsError as exc:
+        _fail(exc.detail)
+    except ConfigurationError as exc:
+        _fail(str(exc))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"TIDINGS_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        _fail(f"invalid configuration: {problems}")
+    except UnknownEncryptionKey as exc:
+        _fail(
+            f"{exc}. Keep every older key in TIDINGS_ENCRYPTION_KEYS (after the newest) until "
+            "`tidings keys rotate-encryption` has finished."
+        )
 
-    async def main() -> T:
+
+def _fail(message: str) -> NoReturn:
+    console.print(f"[red]error:[/red] {message}", soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def _settings(**overrides: object) -> Settings:
+    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+def _run(work: Callable[[Runtime], Awaitable[T]], *, migrate: bool = True) -> T:
+    """Open a runtime, run one piece of async work in it, close it."""
+
+    async def main(settings: Settings) -> T:
         runtime = await open_runtime(settings, migrate=migrate)
         try:
             return await work(runtime)
         finally:
             await runtime.close()
 
-    try:
-        return asyncio.run(main())
-    except TidingsError as exc:
-        console.print(f"[red]error:[/red] {exc.detail}")
-        raise typer.Exit(1) from None
-    except UnknownEncryptionKey as exc:
-        console.print(
-            f"[red]error:[/red] {exc}. Keep every older key in TIDINGS_ENCRYPTION_KEYS "
-            "(after the newest) until `tidings keys rotate-encryption` has finished."
-        )
-        raise typer.Exit(1) from None
+    with _clean_errors():
+        return asyncio.run(main(_settings()))
+    raise AssertionError("unreachable")
 
 
 @app.command()
@@ -65,10 +89,9 @@ def serve(
 
     from tidings.app import create_app
 
-    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
-    settings = Settings(**overrides)  # type: ignore[arg-type]
-    configure_logging(settings.log_level, settings.log_format)
-    issued = asyncio.run(_prepare_first_start(settings))
+    with _clean_errors():
+        settings = _settings(host=host, port=port)
+        issued = asyncio.run(_prepare_first_start(settings))
     base = settings.base_url
     console.print(
         f"[bold]tidings[/bold] listening on {base}  (API docs: {base}/docs)", soft_wrap=True

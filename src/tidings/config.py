@@ -15,6 +15,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
+from cryptography.fernet import Fernet
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -39,7 +40,7 @@ class Settings(BaseSettings):
     public_url: str | None = Field(
         default=None, description="Base URL users reach the server at (links, printed URLs)."
     )
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["console", "json"] = "console"
     db_pool_size: int = Field(default=10, ge=1, le=200)
     sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0)
@@ -67,6 +68,10 @@ class Secrets:
     encryption_keys: tuple[str, ...]  # newest first
 
 
+class ConfigurationError(Exception):
+    """The configuration cannot work; the message names the variable and what to do."""
+
+
 def load_secrets(settings: Settings) -> Secrets:
     """Return the configured secrets, generating and persisting missing ones on first start."""
     stored = _read_secrets_file(settings.data_dir)
@@ -80,11 +85,19 @@ def load_secrets(settings: Settings) -> Secrets:
 
     hmac_key = explicit_or_stored(settings.hmac_key, "hmac_key")
     keys_text = explicit_or_stored(settings.encryption_keys, "encryption_keys")
-    if stored != before:
-        _write_secrets_file(settings.data_dir, stored)
+    if stored != before and not _write_secrets_file(settings.data_dir, stored, create=not before):
+        return load_secrets(settings)  # another process created the file first: use its keys
     keys = tuple(k.strip() for k in keys_text.split(",") if k.strip())
     if not keys:
-        raise ValueError("TIDINGS_ENCRYPTION_KEYS is set but holds no key")
+        raise ConfigurationError("TIDINGS_ENCRYPTION_KEYS is set but holds no key")
+    for key in keys:
+        try:
+            Fernet(key.encode())
+        except ValueError:
+            raise ConfigurationError(
+                "TIDINGS_ENCRYPTION_KEYS holds a value that is not a Fernet key (32 bytes in "
+                "url-safe base64, as Fernet.generate_key() makes)"
+            ) from None
     return Secrets(hmac_key=_decode_key(hmac_key), encryption_keys=keys)
 
 
@@ -94,9 +107,12 @@ def ensure_data_dir(data_dir: Path) -> None:
 
 
 def _decode_key(text: str) -> bytes:
-    raw = base64.urlsafe_b64decode(text.encode() + b"=" * (-len(text) % 4))
+    try:
+        raw = base64.urlsafe_b64decode(text.encode() + b"=" * (-len(text) % 4))
+    except ValueError:
+        raw = b""
     if len(raw) < 32:
-        raise ValueError("TIDINGS_HMAC_KEY must decode to at least 32 bytes of base64")
+        raise ConfigurationError("TIDINGS_HMAC_KEY must decode to at least 32 bytes of base64")
     return raw
 
 
@@ -108,11 +124,23 @@ def _read_secrets_file(data_dir: Path) -> dict[str, str]:
     return loaded
 
 
-def _write_secrets_file(data_dir: Path, values: dict[str, str]) -> None:
+def _write_secrets_file(data_dir: Path, values: dict[str, str], *, create: bool) -> bool:
+    """Write the secrets atomically, mode 0600 from the first byte. With ``create``, only if no
+    file exists yet; returns False when another process won that race."""
     ensure_data_dir(data_dir)
     path = data_dir / SECRETS_FILE
-    # Create with 0600 from the start: the key must never be readable, not even briefly.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    temporary = data_dir / f".{SECRETS_FILE}.{os.getpid()}.tmp"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         json.dump(values, handle, indent=2)
-    os.chmod(path, 0o600)
+    try:
+        if not create:
+            os.replace(temporary, path)
+            return True
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        temporary.unlink(missing_ok=True)

@@ -8,6 +8,7 @@ from tidings.config import Settings, load_secrets
 from tidings.db.engine import Database, create_database
 from tidings.db.migrate import upgrade_database
 from tidings.security.crypto import PiiCipher, install_cipher
+from tidings.security.keycheck import verify_keys
 
 
 @dataclass
@@ -28,4 +29,5 @@ async def open_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
     database = create_database(settings)
     if migrate:
         await upgrade_database(database)
+        await verify_keys(database, cipher)
     return Runtime(settings=settings, database=database, cipher=cipher)

@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
+
+from tidings.db.types import as_utc
 
 MAX_JSON_DEPTH = 8
+
+
+def _to_utc(value: datetime) -> datetime:
+    # A time near year 1 or 9999 can fall outside datetime's range once moved to UTC.
+    try:
+        return as_utc(value)
+    except OverflowError:
+        raise ValueError("out of range once converted to UTC") from None
+
+
+UtcDateTime = Annotated[datetime, AfterValidator(_to_utc)]
+"""A datetime from the outside: naive means UTC, anything else is converted to UTC."""
 
 
 class ApiModel(BaseModel):
@@ -27,6 +42,13 @@ def check_storable(value: Any, where: str, depth: int = 0) -> None:
     if isinstance(value, str):
         if "\x00" in value:
             raise ValueError(f"{where}: NUL characters are not allowed")
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(
+                    f"{where}: text must be valid Unicode (no lone surrogates)"
+                ) from None
     elif isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError(f"{where}: numbers must be finite")

@@ -23,7 +23,6 @@ from tidings.audience.schemas import (
 )
 from tidings.db.ids import MAX_ID
 from tidings.deps import ReadActor, SessionDep, WriteActor
-from tidings.errors import RuleViolation
 from tidings.pagination import DEFAULT_LIMIT, Cursor, Limit, Offset, Page
 
 subscribers = APIRouter(prefix="/subscribers", tags=["subscribers"])
@@ -142,11 +141,8 @@ async def subscribe_to_topic(
     session: SessionDep,
     actor: WriteActor,
 ) -> object:
-    if (body.subscriber_id is None) == (body.email is None):
-        raise RuleViolation("give exactly one of subscriber_id or email")
     topic = await topic_service.get_topic(session, topic_id)
-    ref = body.subscriber_id if body.subscriber_id is not None else str(body.email)
-    subscriber = await subscriber_service.find_subscriber(session, ref)
+    subscriber = await subscriber_service.find_subscriber(session, body.subscriber_ref)
     result = await topic_service.subscribe_to_topic(
         session, topic, subscriber, source=body.source or "api", actor=actor.label
     )

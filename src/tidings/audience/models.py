@@ -11,7 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from tidings.db.base import Base, JSONType, Timestamped
 from tidings.db.ids import BigId
-from tidings.db.types import EncryptedText, UTCDateTime
+from tidings.db.types import EncryptedText, UTCDateTime, utcnow
 
 
 class SubscriberStatus(enum.StrEnum):
@@ -51,6 +51,9 @@ class Subscriber(Timestamped, Base):
     engagement_score: Mapped[float] = mapped_column(Float, nullable=False, default=0.0, index=True)
     last_opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     unsubscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The import that last created or updated the row: provenance, and how an import recognises
+    # an address that appeared earlier in the same file.
+    last_import_id: Mapped[int | None] = mapped_column(BigId)
 
     tag_rows: Mapped[list[SubscriberTag]] = relationship(
         back_populates="subscriber",
@@ -117,3 +120,58 @@ class Segment(Timestamped, Base):
     name: Mapped[str] = mapped_column(String(200), nullable=False, unique=True)
     description: Mapped[str] = mapped_column(Text, nullable=False, default="")
     rule: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
+
+
+class SuppressionReason(enum.StrEnum):
+    unsubscribed = "unsubscribed"
+    bounced = "bounced"
+    complained = "complained"
+    erased = "erased"
+    manual = "manual"
+
+
+class Suppression(Base):
+    """An address (by blind index only) that is never mailed again, and why."""
+
+    __tablename__ = "suppressions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    email_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    reason: Mapped[str] = mapped_column(String(16), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+
+
+class ImportStatus(enum.StrEnum):
+    running = "running"
+    done = "done"
+    failed = "failed"
+
+
+class ImportJob(Timestamped, Base):
+    """One bulk import: its options, how far it got (for resuming), and its counts."""
+
+    __tablename__ = "imports"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    source: Mapped[str] = mapped_column(String(255), nullable=False)
+    checksum: Mapped[str | None] = mapped_column(String(64), index=True)
+    options: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False)
+    status: Mapped[str] = mapped_column(String(8), nullable=False)
+    lines_done: Mapped[int] = mapped_column(BigId, nullable=False, default=0)
+    inserted: Mapped[int] = mapped_column(BigId, nullable=False, default=0)
+    updated: Mapped[int] = mapped_column(BigId, nullable=False, default=0)
+    skipped: Mapped[int] = mapped_column(BigId, nullable=False, default=0)
+    failed: Mapped[int] = mapped_column(BigId, nullable=False, default=0)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class ImportRejection(Base):
+    """A row an import did not take, by line number, with the reason (never the row itself)."""
+
+    __tablename__ = "import_rejections"
+
+    import_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("imports.id", ondelete="CASCADE"), primary_key=True
+    )
+    line: Mapped[int] = mapped_column(BigId, primary_key=True)
+    reason: Mapped[str] = mapped_column(String(300), nullable=False)

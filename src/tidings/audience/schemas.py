@@ -8,7 +8,14 @@ from datetime import datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from tidings.audience.models import OptIn, SubscriberStatus, TopicSubscriptionStatus
 from tidings.db.ids import MAX_ID
@@ -21,7 +28,7 @@ MAX_ATTRIBUTES_BYTES = 16_384
 Id = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 
-def _tag(value: str) -> str:
+def normalize_tag(value: str) -> str:
     tag = value.strip().lower()
     if not TAG_PATTERN.match(tag):
         raise ValueError(
@@ -31,11 +38,11 @@ def _tag(value: str) -> str:
     return tag
 
 
-def _tags(values: list[str]) -> list[str]:
+def normalize_tags(values: list[str]) -> list[str]:
     return sorted(set(values))
 
 
-def _timezone(value: str) -> str:
+def check_timezone(value: str) -> str:
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
@@ -45,24 +52,24 @@ def _timezone(value: str) -> str:
     return value
 
 
-def _phone(value: str) -> str:
+def normalize_phone(value: str) -> str:
     phone = re.sub(r"[\s().-]", "", value)
     if not PHONE_PATTERN.match(phone):
         raise ValueError("phone must be in E.164 form, e.g. +4915112345678")
     return phone
 
 
-def _attributes(value: dict[str, Any]) -> dict[str, Any]:
+def check_attributes(value: dict[str, Any]) -> dict[str, Any]:
     if len(json.dumps(value)) > MAX_ATTRIBUTES_BYTES:
         raise ValueError(f"attributes must serialize to at most {MAX_ATTRIBUTES_BYTES} bytes")
     return value
 
 
-Tag = Annotated[str, Field(max_length=64), AfterValidator(_tag)]
-Tags = Annotated[list[Tag], Field(max_length=50), AfterValidator(_tags)]
-Timezone = Annotated[str, Field(max_length=64), AfterValidator(_timezone)]
-Phone = Annotated[str, Field(max_length=32), AfterValidator(_phone)]
-Attributes = Annotated[dict[str, Any], AfterValidator(_attributes)]
+Tag = Annotated[str, Field(max_length=64), AfterValidator(normalize_tag)]
+Tags = Annotated[list[Tag], Field(max_length=50), AfterValidator(normalize_tags)]
+Timezone = Annotated[str, Field(max_length=64), AfterValidator(check_timezone)]
+Phone = Annotated[str, Field(max_length=32), AfterValidator(normalize_phone)]
+Attributes = Annotated[dict[str, Any], AfterValidator(check_attributes)]
 Email = Annotated[str, Field(min_length=3, max_length=320, examples=["ann@example.com"])]
 Name = Annotated[str, Field(max_length=200)]
 
@@ -142,6 +149,16 @@ class TopicSubscribe(ApiModel):
     subscriber_id: Id | None = None
     email: Email | None = None
     source: Annotated[str, Field(max_length=64)] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> TopicSubscribe:
+        if (self.subscriber_id is None) == (self.email is None):
+            raise ValueError("give exactly one of subscriber_id or email")
+        return self
+
+    @property
+    def subscriber_ref(self) -> int | str:
+        return self.subscriber_id if self.subscriber_id is not None else str(self.email)
 
 
 class TopicSubscriptionOut(BaseModel):

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tidings.audience.models import Segment, Subscriber
 from tidings.audience.schemas import SegmentWrite
 from tidings.audience.segment_rules import Rule, compile_rule, parse_rule
+from tidings.db.errors import flush_unique
 from tidings.db.ids import MAX_ID
 from tidings.db.types import utcnow
 from tidings.errors import Conflict, NotFound
@@ -80,11 +80,8 @@ async def _ensure_name_free(session: AsyncSession, name: str, segment_id: int = 
 
 
 async def _flush_unique(session: AsyncSession, name: str) -> None:
-    try:
-        await session.flush()
-    except IntegrityError:
-        await session.rollback()
-        raise DuplicateSegment(f"a segment named {name!r} already exists") from None
+    duplicate = DuplicateSegment(f"a segment named {name!r} already exists")
+    await flush_unique(session, duplicate, "segments", "name")
 
 
 def segment_rule(segment: Segment) -> Rule:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import Select, func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tidings.audience.models import (
@@ -17,6 +16,7 @@ from tidings.audience.models import (
 )
 from tidings.audience.schemas import SubscriberCreate, SubscriberUpdate
 from tidings.audience.segment_rules import Rule, compile_rule
+from tidings.db.errors import flush_unique
 from tidings.db.ids import MAX_ID
 from tidings.db.types import utcnow
 from tidings.errors import Conflict, NotFound, RuleViolation
@@ -108,12 +108,8 @@ async def create_subscriber(
         tag_rows=[SubscriberTag(tag=tag) for tag in data.tags],
     )
     session.add(subscriber)
-    try:
-        await session.flush()
-    except IntegrityError:
-        # Lost a race with a concurrent insert of the same address: the unique index decided.
-        await session.rollback()
-        raise DuplicateSubscriber(f"a subscriber with email {address!r} already exists") from None
+    duplicate = DuplicateSubscriber(f"a subscriber with email {address!r} already exists")
+    await flush_unique(session, duplicate, "subscribers", "email_hash")
     for topic in topics:
         await subscribe_to_topic(
             session, topic, subscriber, source="api", actor=actor, commit=False
@@ -156,11 +152,8 @@ async def update_subscriber(
         subscriber.id,
         {"fields": sorted(changed)},
     )
-    try:
-        await session.commit()
-    except IntegrityError:
-        await session.rollback()
-        raise DuplicateSubscriber("another subscriber took that email address meanwhile") from None
+    duplicate = DuplicateSubscriber("another subscriber took that email address meanwhile")
+    await flush_unique(session, duplicate, "subscribers", "email_hash", commit=True)
     return subscriber
 
 

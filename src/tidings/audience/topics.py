@@ -1,11 +1,11 @@
-"""Topic rules: CRUD, and subscribing subscribers with history kept (rows are never deleted)."""
+"""Topic rules: CRUD, and subscriptions whose history survives unsubscribing (a row is removed
+only with its topic)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tidings.audience.models import (
@@ -16,6 +16,7 @@ from tidings.audience.models import (
     TopicSubscriptionStatus,
 )
 from tidings.audience.schemas import TopicCreate, TopicUpdate
+from tidings.db.errors import flush_unique
 from tidings.db.ids import MAX_ID
 from tidings.db.types import utcnow
 from tidings.errors import Conflict, NotFound
@@ -100,11 +101,8 @@ async def _ensure_name_free(session: AsyncSession, name: str) -> None:
 
 
 async def _flush_unique_name(session: AsyncSession, name: str) -> None:
-    try:
-        await session.flush()
-    except IntegrityError:
-        await session.rollback()
-        raise DuplicateTopic(f"a topic named {name!r} already exists") from None
+    duplicate = DuplicateTopic(f"a topic named {name!r} already exists")
+    await flush_unique(session, duplicate, "topics", "name")
 
 
 async def subscribe_to_topic(
@@ -139,14 +137,10 @@ async def subscribe_to_topic(
         )
     row.status, row.source, row.subscribed_at = status.value, source, utcnow()
     row.topic = topic
-    try:
-        await session.flush()
-    except IntegrityError:
-        # Lost a race with a concurrent subscription of the same pair: the unique index decided.
-        await session.rollback()
-        raise AlreadySubscribed(
-            f"subscriber {subscriber_id} is already subscribed to topic {topic_id}"
-        ) from None
+    duplicate = AlreadySubscribed(
+        f"subscriber {subscriber_id} is already subscribed to topic {topic_id}"
+    )
+    await flush_unique(session, duplicate, "topic_subscriptions", "topic_id", "subscriber_id")
     action = "topic.subscribe" if created else "topic.resubscribe"
     record_audit(
         session,

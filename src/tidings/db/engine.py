@@ -40,6 +40,7 @@ def create_database(settings: Settings) -> Database:
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_pool_size,
             pool_pre_ping=True,
+            hide_parameters=True,  # errors and logs never carry row values (PII)
         )
     return Database(engine=engine, sessions=async_sessionmaker(engine, expire_on_commit=False))
 
@@ -50,7 +51,9 @@ def _create_sqlite_engine(url: str, busy_timeout_ms: int) -> AsyncEngine:
     # One connection for the whole process: SQLite has a single writer, and funnelling the API, the
     # scheduler and the workers through one connection means none of them ever sees "database is
     # locked". Other sessions wait for the connection in the pool instead.
-    engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=60)
+    engine = create_async_engine(
+        url, pool_size=1, max_overflow=0, pool_timeout=60, hide_parameters=True
+    )
 
     @event.listens_for(engine.sync_engine, "connect")
     def _configure(dbapi_connection: Any, _record: Any) -> None:

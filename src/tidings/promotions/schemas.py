@@ -6,7 +6,6 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import (
-    AfterValidator,
     AliasChoices,
     BaseModel,
     ConfigDict,
@@ -16,25 +15,13 @@ from pydantic import (
 )
 
 from tidings.audience.schemas import Id
-from tidings.db.types import as_utc
 from tidings.promotions.models import PromotionStatus
-from tidings.schemas import ApiModel
+from tidings.schemas import ApiModel, UtcDateTime
 
 PromotionName = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)
 ]
 Description = Annotated[str, Field(max_length=10_000)]
-
-
-def _to_utc(value: datetime) -> datetime:
-    # A time near year 1 or 9999 can fall outside datetime's range once moved to UTC.
-    try:
-        return as_utc(value)
-    except OverflowError:
-        raise ValueError("out of range once converted to UTC") from None
-
-
-UtcDateTime = Annotated[datetime, AfterValidator(_to_utc)]
 
 
 class PromotionCreate(ApiModel):

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tidings.audience.subscribers import find_subscriber
+from tidings.db.errors import flush_unique
 from tidings.db.ids import MAX_ID
 from tidings.db.types import utcnow
 from tidings.errors import Conflict, NotFound, RuleViolation
@@ -182,14 +182,12 @@ async def subscribe_to_promotion(
         subscriber_id=subscriber_id, promotion_id=promotion_id, meta=data.metadata, is_active=True
     )
     session.add(subscription)
-    try:
-        await session.flush()
-    except IntegrityError:
-        # The unique (subscriber, promotion) constraint decides, also between concurrent requests.
-        await session.rollback()
-        raise DuplicatePromotionSubscription(
-            f"subscriber {subscriber_id} is already subscribed to promotion {promotion_id}"
-        ) from None
+    duplicate = DuplicatePromotionSubscription(
+        f"subscriber {subscriber_id} is already subscribed to promotion {promotion_id}"
+    )
+    await flush_unique(
+        session, duplicate, "promotion_subscriptions", "subscriber_id", "promotion_id"
+    )
     record_audit(
         session,
         actor,

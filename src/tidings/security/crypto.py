@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-from email_validator import EmailNotValidError, validate_email
+from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 
 
 class InvalidEmail(ValueError):
@@ -30,14 +31,39 @@ class ParsedEmail:
     index_key: str  # what the blind index hashes: the address with its local part case-folded
 
 
+# The plain ASCII addresses that make up nearly every list, recognised ~20x faster than by
+# email-validator. Anything else (quoted or non-ASCII local parts, IDN or reserved domains) goes
+# to email-validator, which stays the authority: a property test checks that whatever the fast
+# path accepts, email-validator accepts identically.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_PLAIN_ADDRESS = re.compile(rf"({_ATOM}(?:\.{_ATOM})*)@((?:{_LABEL}\.)+[A-Za-z]{{2,63}})")
+_RESERVED_SUFFIXES = tuple(f".{name}" for name in SPECIAL_USE_DOMAIN_NAMES)
+
+
+def _parse_plain_address(text: str) -> ParsedEmail | None:
+    match = _PLAIN_ADDRESS.fullmatch(text)
+    if match is None or len(match[1]) > 64 or len(text) > 254:
+        return None
+    domain = match[2].lower()
+    if "--" in domain or f".{domain}".endswith(_RESERVED_SUFFIXES):
+        return None
+    address = f"{match[1]}@{domain}"
+    return ParsedEmail(address=address, index_key=address.lower())
+
+
 def parse_email(raw: str) -> ParsedEmail:
     """Validate an address (syntax only, no DNS) and return its stored and indexed forms.
 
     The blind index folds the local part's case too: nearly every mailbox provider ignores it,
     and two rows for Ann@x.org and ann@x.org would mail one person twice.
     """
+    text = raw.strip()
+    plain = _parse_plain_address(text)
+    if plain is not None:
+        return plain
     try:
-        result = validate_email(raw.strip(), check_deliverability=False)
+        result = validate_email(text, check_deliverability=False)
     except EmailNotValidError as exc:
         raise InvalidEmail(str(exc)) from exc
     address = f"{result.local_part}@{result.ascii_domain}"
@@ -57,7 +83,12 @@ class PiiCipher:
         self._fernets = {key_id(k): Fernet(k.encode()) for k in keys}
         self._multi = MultiFernet([Fernet(k.encode()) for k in keys])
         self.current_key_id = key_id(keys[0])
+        self._keys = tuple(keys)
         self._hmac_key = hmac_key
+
+    def worker_args(self) -> tuple[tuple[str, ...], bytes]:
+        """What a worker process needs to build the same cipher (see import_rows)."""
+        return self._keys, self._hmac_key
 
     def encrypt(self, plaintext: str) -> str:
         token = self._multi.encrypt(plaintext.encode()).decode()
@@ -72,6 +103,10 @@ class PiiCipher:
             return fernet.decrypt(token.encode()).decode()
         except InvalidToken as exc:
             raise UnknownEncryptionKey(f"value under key {kid} does not decrypt") from exc
+
+    def knows(self, stored: str) -> bool:
+        """Whether a stored value was encrypted with one of the configured keys."""
+        return stored.partition(":")[0] in self._fernets
 
     def rotate(self, stored: str) -> str:
         """Re-encrypt a stored value under the newest key (no-op when it already is)."""

@@ -47,3 +47,12 @@ class AuditEntry(Base):
     target_type: Mapped[str] = mapped_column(String(32), nullable=False)
     target_id: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+
+
+class InstanceValue(Base):
+    """Small facts about this installation, e.g. a check value of the blind-index key."""
+
+    __tablename__ = "instance_values"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200), nullable=False)

@@ -40,6 +40,14 @@ def _stale(spec: EncryptedTable, current_key_id: str) -> ColumnElement[bool]:
     return or_(*[col.is_not(None) & ~col.startswith(f"{current_key_id}:") for col in raw])
 
 
+def _rotated(cipher: PiiCipher, columns: tuple[str, ...], row: Any) -> dict[str, Any]:
+    params: dict[str, Any] = {"row_id": row[0]}
+    for name, value in zip(columns, row[1:], strict=True):
+        params[f"old_{name}"] = value
+        params[f"new_{name}"] = None if value is None else cipher.rotate(value)
+    return params
+
+
 async def count_stale_rows(session: AsyncSession, cipher: PiiCipher) -> int:
     total = 0
     for spec in encrypted_tables():
@@ -69,7 +77,15 @@ async def rotate_encryption(
         }
         # Re-encrypting is not an edit: set onupdate columns (updated_at) to themselves.
         values |= {c.name: c for c in spec.table.columns if c.onupdate is not None}
-        statement = update(spec.table).where(pk == bindparam("row_id")).values(values)
+        # Write only where the value is still the one read: an edit made meanwhile (already under
+        # the newest key) must not be overwritten with the old value.
+        unchanged = [
+            type_coerce(spec.table.c[name], Text).is_not_distinct_from(
+                bindparam(f"old_{name}", type_=Text)
+            )
+            for name in spec.columns
+        ]
+        statement = update(spec.table).where(pk == bindparam("row_id"), *unchanged).values(values)
         last_id = 0
         while True:
             async with sessions() as session:
@@ -80,14 +96,7 @@ async def rotate_encryption(
                 ).all()
                 if not rows:
                     break
-                params = [
-                    {"row_id": row[0]}
-                    | {
-                        f"new_{name}": None if value is None else cipher.rotate(value)
-                        for name, value in zip(spec.columns, row[1:], strict=True)
-                    }
-                    for row in rows
-                ]
+                params = [_rotated(cipher, spec.columns, row) for row in rows]
                 await session.execute(statement, params)
                 await session.commit()
             last_id = rows[-1][0]

@@ -1,8 +1,8 @@
-"""initial schema: audience, promotions, segments, api keys, audit log
+"""initial schema
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 07:52:31.793549
+Create Date: 2026-11-25 08:06:42.576620
 """
 
 from collections.abc import Sequence
@@ -50,6 +50,38 @@ def upgrade() -> None:
     with op.batch_alter_table("audit_log", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_audit_log_at"), ["at"], unique=False)
 
+    op.create_table(
+        "imports",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("source", sa.String(length=255), nullable=False),
+        sa.Column("checksum", sa.String(length=64), nullable=True),
+        sa.Column(
+            "options",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("status", sa.String(length=8), nullable=False),
+        sa.Column(
+            "lines_done", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("inserted", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("updated", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("skipped", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("failed", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_imports")),
+    )
+    with op.batch_alter_table("imports", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_imports_checksum"), ["checksum"], unique=False)
+
+    op.create_table(
+        "instance_values",
+        sa.Column("name", sa.String(length=64), nullable=False),
+        sa.Column("value", sa.String(length=200), nullable=False),
+        sa.PrimaryKeyConstraint("name", name=op.f("pk_instance_values")),
+    )
     op.create_table(
         "promotions",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -100,6 +132,9 @@ def upgrade() -> None:
         sa.Column("engagement_score", sa.Float(), nullable=False),
         sa.Column("last_opened_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("unsubscribed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column(
+            "last_import_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
+        ),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_subscribers")),
@@ -115,6 +150,15 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_subscribers_status"), ["status"], unique=False)
 
     op.create_table(
+        "suppressions",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("email_hash", sa.String(length=64), nullable=False),
+        sa.Column("reason", sa.String(length=16), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_suppressions")),
+        sa.UniqueConstraint("email_hash", name=op.f("uq_suppressions_email_hash")),
+    )
+    op.create_table(
         "topics",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("name", sa.String(length=200), nullable=False),
@@ -125,6 +169,21 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_topics")),
         sa.UniqueConstraint("name", name=op.f("uq_topics_name")),
+    )
+    op.create_table(
+        "import_rejections",
+        sa.Column(
+            "import_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("line", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("reason", sa.String(length=300), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["import_id"],
+            ["imports.id"],
+            name=op.f("fk_import_rejections_import_id_imports"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("import_id", "line", name=op.f("pk_import_rejections")),
     )
     op.create_table(
         "promotion_subscriptions",
@@ -263,7 +322,9 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_promotion_subscriptions_is_active"))
 
     op.drop_table("promotion_subscriptions")
+    op.drop_table("import_rejections")
     op.drop_table("topics")
+    op.drop_table("suppressions")
     with op.batch_alter_table("subscribers", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_subscribers_status"))
         batch_op.drop_index(batch_op.f("ix_subscribers_engagement_score"))
@@ -275,6 +336,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_promotions_status"))
 
     op.drop_table("promotions")
+    op.drop_table("instance_values")
+    with op.batch_alter_table("imports", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_imports_checksum"))
+
+    op.drop_table("imports")
     with op.batch_alter_table("audit_log", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_audit_log_at"))
 

@@ -1,0 +1,416 @@
+"""Bulk import: prepared rows stream into a staging table, then a few set-based statements
+apply each batch (suppressions, duplicates, upsert, tags, topics) in one transaction.
+
+Each batch commits together with the job's progress (``lines_done``), so an import killed at any
+moment resumes from the last committed line and never duplicates or loses a row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import multiprocessing
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from sqlalchemy import BigInteger, Boolean, TextClause, bindparam, insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from tidings.audience.import_rows import (
+    FileFormat,
+    PreparedBatch,
+    RawRow,
+    install_worker_cipher,
+    prepare_batch,
+    prepare_batch_in_worker,
+    read_rows,
+)
+from tidings.audience.models import ImportJob, ImportRejection, ImportStatus, Topic
+from tidings.db.engine import Database
+from tidings.db.types import UTCDateTime, utcnow
+from tidings.errors import NotFound, RuleViolation
+from tidings.security.audit import record_audit
+from tidings.security.crypto import PiiCipher
+
+ImportMode = Literal["insert", "upsert"]
+BATCH_SIZE = 5_000
+SUPPRESSED = "the address is suppressed (unsubscribed, bounced, complained or erased)"
+REPEATED = "the address appears earlier in this file"
+STAGING_COLUMNS = (
+    "line",
+    "email_hash",
+    "email",
+    "email_domain",
+    "name",
+    "attributes",
+    "tags",
+    "timezone",
+    "phone",
+)
+
+
+class ImportNotFound(NotFound):
+    pass
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    mode: ImportMode = "upsert"
+    dedupe: bool = True
+    topic_ids: tuple[int, ...] = ()
+    file_format: FileFormat = "csv"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "dedupe": self.dedupe,
+            "topic_ids": list(self.topic_ids),
+            "format": self.file_format,
+        }
+
+
+@dataclass
+class Progress:
+    lines: int = 0
+    inserted: int = 0
+    updated: int = 0
+    skipped: int = 0
+    failed: int = 0
+    listeners: list[Callable[[Progress], None]] = field(default_factory=list)
+
+
+def file_checksum(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+async def get_import(session: AsyncSession, import_id: int) -> ImportJob:
+    job = await session.get(ImportJob, import_id) if 0 < import_id < 2**63 else None
+    if job is None:
+        raise ImportNotFound(f"no import with id {import_id}")
+    return job
+
+
+async def start_import(
+    session: AsyncSession, source: str, checksum: str | None, options: ImportOptions, actor: str
+) -> ImportJob:
+    """A new import job, or the unfinished one for the same file and options (to resume)."""
+    await _check_topics(session, options.topic_ids)
+    if checksum is not None:
+        unfinished = await session.scalar(
+            select(ImportJob)
+            .where(ImportJob.checksum == checksum, ImportJob.status != ImportStatus.done.value)
+            .order_by(ImportJob.id.desc())
+        )
+        if unfinished is not None and unfinished.options == options.as_json():
+            unfinished.status = ImportStatus.running.value
+            await session.commit()
+            return unfinished
+    job = ImportJob(
+        source=source[:255],
+        checksum=checksum,
+        options=options.as_json(),
+        status=ImportStatus.running.value,
+    )
+    session.add(job)
+    await session.flush()
+    record_audit(session, actor, "import.start", "import", job.id, options.as_json())
+    await session.commit()
+    return job
+
+
+async def _check_topics(session: AsyncSession, topic_ids: tuple[int, ...]) -> None:
+    if not topic_ids:
+        return
+    found = set((await session.scalars(select(Topic.id).where(Topic.id.in_(topic_ids)))).all())
+    missing = sorted(set(topic_ids) - found)
+    if missing:
+        raise RuleViolation(f"no topic with id {', '.join(map(str, missing))}")
+
+
+async def run_import(
+    database: Database,
+    cipher: PiiCipher,
+    job: ImportJob,
+    stream: IO[bytes],
+    options: ImportOptions,
+    *,
+    workers: int = 0,
+    on_progress: Callable[[Progress], None] = lambda _p: None,
+) -> ImportJob:
+    """Import every row after the job's ``lines_done``; returns the finished job."""
+    progress = Progress(
+        lines=job.lines_done,
+        inserted=job.inserted,
+        updated=job.updated,
+        skipped=job.skipped,
+        failed=job.failed,
+    )
+    batches = _raw_batches(read_rows(stream, options.file_format), job.lines_done)
+    executor = _executor(workers, cipher)
+    try:
+        async for batch in _prepared(batches, executor, cipher, options.dedupe, workers):
+            async with database.engine.connect() as connection:
+                await _apply_batch(connection, database.dialect, job.id, batch, options, progress)
+            on_progress(progress)
+    finally:
+        if executor is not None:
+            executor.shutdown(cancel_futures=True)
+    async with database.sessions() as session:
+        finished = await get_import(session, job.id)
+        finished.status, finished.finished_at = ImportStatus.done.value, utcnow()
+        await session.commit()
+        return finished
+
+
+def _raw_batches(
+    rows: Iterator[RawRow | tuple[int, str]], skip_through: int
+) -> Iterator[tuple[list[RawRow], list[tuple[int, str]]]]:
+    """Groups of up to BATCH_SIZE rows, with the lines that did not even parse."""
+    while True:
+        chunk = list(islice(rows, BATCH_SIZE))
+        if not chunk:
+            return
+        good = [r for r in chunk if isinstance(r, RawRow) and r.line > skip_through]
+        bad = [r for r in chunk if isinstance(r, tuple) and r[0] > skip_through]
+        if good or bad:
+            yield good, bad
+
+
+def _executor(workers: int, cipher: PiiCipher) -> Executor | None:
+    if workers <= 0:
+        return None
+    # spawn, not fork: the parent runs an event loop and database threads.
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=install_worker_cipher,
+        initargs=cipher.worker_args(),
+    )
+
+
+async def _prepared(
+    batches: Iterator[tuple[list[RawRow], list[tuple[int, str]]]],
+    executor: Executor | None,
+    cipher: PiiCipher,
+    dedupe: bool,
+    workers: int,
+) -> Any:
+    """Prepared batches in file order; with workers, several are prepared ahead in parallel."""
+    if executor is None:
+        for good, bad in batches:
+            batch = await asyncio.to_thread(prepare_batch, good, cipher, dedupe)
+            yield _with_unparsed(batch, bad)
+        return
+    pending: deque[tuple[Future[PreparedBatch], list[tuple[int, str]]]] = deque()
+    for good, bad in batches:
+        pending.append((executor.submit(prepare_batch_in_worker, good, dedupe), bad))
+        if len(pending) > workers + 1:
+            future, unparsed = pending.popleft()
+            yield _with_unparsed(await asyncio.wrap_future(future), unparsed)
+    while pending:
+        future, unparsed = pending.popleft()
+        yield _with_unparsed(await asyncio.wrap_future(future), unparsed)
+
+
+def _with_unparsed(batch: PreparedBatch, unparsed: list[tuple[int, str]]) -> PreparedBatch:
+    batch.rejected.extend(unparsed)
+    batch.last_line = max([batch.last_line, *(line for line, _ in unparsed)])
+    return batch
+
+
+# --- applying one batch ------------------------------------------------------------------------
+
+
+async def _apply_batch(
+    connection: AsyncConnection,
+    dialect: str,
+    job_id: int,
+    batch: PreparedBatch,
+    options: ImportOptions,
+    progress: Progress,
+) -> None:
+    sql = _Statements(dialect)
+    now = utcnow()
+    async with connection.begin():
+        await connection.execute(_sql(sql.create_staging))
+        await connection.execute(_sql("DELETE FROM import_staging"))
+        await _load_staging(connection, dialect, batch)
+        rejected = list(batch.rejected)
+        suppressed = await connection.execute(_sql(sql.drop_suppressed))
+        rejected += [(line, SUPPRESSED) for (line,) in suppressed]
+        if options.dedupe:
+            repeated = await connection.execute(_sql(sql.drop_repeated), {"job": job_id})
+            rejected += [(line, REPEATED) for (line,) in repeated]
+        await connection.execute(_sql(sql.mark_existing))
+        existing, total = (await connection.execute(_sql(sql.count_existing))).one()
+        upsert = options.mode == "upsert"
+        params = {"job": job_id, "now": now}
+        await connection.execute(_sql(sql.upsert if upsert else sql.insert), params)
+        await connection.execute(_sql(sql.add_tags), {"upsert": upsert})
+        if options.topic_ids:
+            await connection.execute(
+                _sql(sql.subscribe_topics), {"topic_ids": list(options.topic_ids), "now": now}
+            )
+        if rejected:
+            await connection.execute(
+                insert(ImportRejection),
+                [
+                    {"import_id": job_id, "line": line, "reason": reason[:300]}
+                    for line, reason in rejected
+                ],
+            )
+        progress.inserted += total - existing
+        progress.updated += existing if upsert else 0
+        progress.skipped += batch.collapsed + (0 if upsert else existing)
+        progress.failed += len(rejected)
+        progress.lines = batch.last_line
+        await connection.execute(
+            update(ImportJob)
+            .where(ImportJob.id == job_id)
+            .values(
+                lines_done=progress.lines,
+                inserted=progress.inserted,
+                updated=progress.updated,
+                skipped=progress.skipped,
+                failed=progress.failed,
+                updated_at=now,
+            )
+        )
+
+
+async def _load_staging(connection: AsyncConnection, dialect: str, batch: PreparedBatch) -> None:
+    records = [
+        (
+            r.line,
+            r.email_hash,
+            r.email,
+            r.email_domain,
+            r.name,
+            r.attributes,
+            r.tags,
+            r.timezone,
+            r.phone,
+        )
+        for r in batch.rows
+    ]
+    if not records:
+        return
+    if dialect == "postgresql":
+        raw = await connection.get_raw_connection()
+        # COPY: the fastest way into PostgreSQL, in the same transaction as the rest.
+        await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
+            "import_staging", records=records, columns=STAGING_COLUMNS
+        )
+        return
+    columns = ", ".join(STAGING_COLUMNS)
+    values = ", ".join(f":{c}" for c in STAGING_COLUMNS)
+    await connection.execute(
+        text(f"INSERT INTO import_staging ({columns}) VALUES ({values})"),
+        [dict(zip(STAGING_COLUMNS, record, strict=True)) for record in records],
+    )
+
+
+def _sql(statement: str) -> TextClause:
+    """A statement with typed parameters, so PostgreSQL is told their types (casts) and SQLite
+    gets datetimes in the same text form as every other row."""
+    types: dict[str, Any] = {"now": UTCDateTime(), "job": BigInteger(), "upsert": Boolean()}
+    binds = [bindparam(name, type_=t) for name, t in types.items() if f":{name}" in statement]
+    if ":topic_ids" in statement:
+        binds.append(bindparam("topic_ids", type_=BigInteger(), expanding=True))
+    return text(statement).bindparams(*binds)
+
+
+class _Statements:
+    """The few statements of an import batch. Where the two databases differ (JSON functions,
+    COPY), the difference is spelled out here and nowhere else."""
+
+    def __init__(self, dialect: str) -> None:
+        pg = dialect == "postgresql"
+        json_type = "JSONB" if pg else "TEXT"
+        self.create_staging = """
+            CREATE TEMP TABLE IF NOT EXISTS import_staging (
+                line BIGINT NOT NULL, email_hash VARCHAR(64) NOT NULL, email TEXT NOT NULL,
+                email_domain VARCHAR(255) NOT NULL, name VARCHAR(200) NOT NULL,
+                attributes TEXT NOT NULL, tags TEXT NOT NULL, timezone VARCHAR(64), phone TEXT,
+                existed BOOLEAN NOT NULL DEFAULT FALSE)"""
+        self.drop_suppressed = """
+            DELETE FROM import_staging WHERE EXISTS (
+                SELECT 1 FROM suppressions s WHERE s.email_hash = import_staging.email_hash)
+            RETURNING line"""
+        self.drop_repeated = """
+            DELETE FROM import_staging WHERE EXISTS (
+                SELECT 1 FROM subscribers s
+                WHERE s.email_hash = import_staging.email_hash AND s.last_import_id = :job)
+            RETURNING line"""
+        self.mark_existing = """
+            UPDATE import_staging SET existed = TRUE WHERE EXISTS (
+                SELECT 1 FROM subscribers s WHERE s.email_hash = import_staging.email_hash)"""
+        self.count_existing = """
+            SELECT COALESCE(SUM(CASE WHEN existed THEN 1 ELSE 0 END), 0), COUNT(*)
+            FROM import_staging"""
+        insert = f"""
+            INSERT INTO subscribers (email, email_hash, email_domain, name, attributes,
+                timezone, phone, status, engagement_score, last_import_id, created_at, updated_at)
+            SELECT email, email_hash, email_domain, name, CAST(attributes AS {json_type}),
+                timezone, phone, 'active', 0, :job, :now, :now
+            FROM import_staging WHERE {{where}} ORDER BY line
+            ON CONFLICT (email_hash) DO {{conflict}}"""
+        self.insert = insert.format(where="NOT existed", conflict="NOTHING")
+        # Upsert: a given name replaces, attributes merge key by key (the file's keys win),
+        # tags are added; status is never touched, so nobody is resubscribed by an import.
+        merged = "subscribers.attributes || excluded.attributes" if pg else _SQLITE_SHALLOW_MERGE
+        self.upsert = insert.format(
+            where="TRUE",
+            conflict=f"""UPDATE SET
+                name = CASE WHEN excluded.name <> '' THEN excluded.name
+                            ELSE subscribers.name END,
+                attributes = {merged},
+                timezone = COALESCE(excluded.timezone, subscribers.timezone),
+                phone = COALESCE(excluded.phone, subscribers.phone),
+                last_import_id = excluded.last_import_id,
+                updated_at = excluded.updated_at""",
+        )
+        tag_values = (
+            "CROSS JOIN LATERAL jsonb_array_elements_text(CAST(st.tags AS JSONB)) AS t(value)"
+            if pg
+            else "CROSS JOIN json_each(st.tags) AS t"
+        )
+        self.add_tags = f"""
+            INSERT INTO subscriber_tags (subscriber_id, tag)
+            SELECT s.id, t.value FROM import_staging st
+            JOIN subscribers s ON s.email_hash = st.email_hash {tag_values}
+            WHERE st.tags <> '[]' AND (:upsert OR NOT st.existed)
+            ON CONFLICT DO NOTHING"""
+        self.subscribe_topics = """
+            INSERT INTO topic_subscriptions (topic_id, subscriber_id, status, source,
+                subscribed_at, created_at, updated_at)
+            SELECT t.id, s.id, CASE WHEN t.optin = 'double' THEN 'pending' ELSE 'active' END,
+                'import', :now, :now, :now
+            FROM import_staging st
+            JOIN subscribers s ON s.email_hash = st.email_hash
+            JOIN topics t ON t.id IN :topic_ids
+            WHERE s.status = 'active'
+            ON CONFLICT (topic_id, subscriber_id) DO NOTHING"""
+
+
+# SQLite has no shallow JSON merge (json_patch merges recursively and deletes on null), so the
+# object is rebuilt from the old keys the file does not name plus the file's keys.
+_SQLITE_SHALLOW_MERGE = """(
+    SELECT json_group_object(key, CASE
+        WHEN type IN ('object', 'array') THEN json(value)
+        WHEN type IN ('true', 'false', 'null') THEN json(type)
+        ELSE value END)
+    FROM (
+        SELECT key, value, type FROM json_each(subscribers.attributes)
+        WHERE key NOT IN (SELECT key FROM json_each(excluded.attributes))
+        UNION ALL
+        SELECT key, value, type FROM json_each(excluded.attributes)))"""
