@@ -15,7 +15,7 @@ from schemathesis import GenerationMode
 from tests.conftest import DATABASE_KINDS, fresh_database
 from tests.live_server import LiveServer
 
-EXAMPLES_PER_OPERATION = 60
+EXAMPLES_PER_OPERATION = 40
 
 
 def test_first_start_creates_var_secrets_and_prints_an_admin_key_once(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tidings import __version__
 from tidings.audience.api import subscribers, topics
+from tidings.audience.bulk_api import router as bulk
 from tidings.audience.segment_api import router as segments
 from tidings.config import Settings
 from tidings.deps import get_runtime
@@ -86,7 +87,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.add_middleware(RejectNulMiddleware)
     app.add_middleware(RequestLogMiddleware)
     _install_error_handlers(app)
-    app.include_router(segments)  # before the subscribers router: /subscribers/segment/{name}
+    # Before the subscribers router, whose /subscribers/{ref} would swallow these paths.
+    app.include_router(bulk)
+    app.include_router(segments)
     app.include_router(subscribers)
     app.include_router(topics)
     app.include_router(security_router)

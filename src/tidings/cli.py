@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, NoReturn, TypeVar
 
 import typer
@@ -13,6 +17,19 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from tidings.audience.export import export_csv
+from tidings.audience.import_rows import FileFormat, count_lines
+from tidings.audience.importer import (
+    ImportMode,
+    ImportOptions,
+    file_checksum,
+    get_import,
+    rejections_csv,
+    run_import,
+    start_import,
+)
+from tidings.audience.models import ImportJob, SubscriberStatus
+from tidings.audience.subscribers import SubscriberFilter
 from tidings.config import ConfigurationError, Settings
 from tidings.db.migrate import current_revision, upgrade_database
 from tidings.errors import TidingsError
@@ -133,6 +150,106 @@ def migrate() -> None:
 
     revision = _run(work, migrate=False)
     console.print(f"database is at revision {revision}")
+
+
+@app.command("import")
+def import_file(
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    mode: Annotated[
+        ImportMode, typer.Option(help="upsert updates existing subscribers.")
+    ] = "upsert",
+    dedupe: Annotated[bool, typer.Option(help="Reject repeats of an address in the file.")] = True,
+    topic: Annotated[
+        list[int] | None, typer.Option(help="Subscribe everyone to this topic id.")
+    ] = None,
+    file_format: Annotated[
+        FileFormat | None, typer.Option("--format", help="csv or jsonl.")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=0, max=64, help="Row-preparing processes.")] = (
+        os.cpu_count() or 1
+    ),
+) -> None:
+    """Import subscribers from a CSV or JSON-lines file. Re-running the same file after an
+    interruption resumes where it stopped."""
+    detected: FileFormat = "jsonl" if path.suffix in (".jsonl", ".ndjson") else "csv"
+    options = ImportOptions(
+        mode=mode, dedupe=dedupe, topic_ids=tuple(topic or ()), file_format=file_format or detected
+    )
+    total_lines = count_lines(path)
+
+    async def work(runtime: Runtime) -> ImportJob:
+        async with runtime.database.sessions() as session:
+            job = await start_import(
+                session, str(path.name), file_checksum(path), options, CLI_ACTOR
+            )
+        if job.lines_done:
+            console.print(f"resuming import {job.id} after line {job.lines_done}")
+        columns = [
+            TextColumn("importing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("lines"),
+            TimeRemainingColumn(),
+        ]
+        with Progress(*columns, console=console) as bar, path.open("rb") as stream:
+            task = bar.add_task("import", total=total_lines, completed=job.lines_done)
+            return await run_import(
+                runtime.database,
+                runtime.cipher,
+                job,
+                stream,
+                options,
+                workers=workers,
+                on_progress=lambda p: bar.update(task, completed=p.lines),
+            )
+
+    job = _run(work)
+    console.print(
+        f"import {job.id}: {job.inserted} inserted, {job.updated} updated, {job.skipped} skipped, "
+        f"{job.failed} rejected"
+    )
+    if job.failed:
+        console.print(
+            f"rejected lines: tidings import-report {job.id}  (or GET /imports/{job.id}"
+            "/rejections.csv)"
+        )
+
+
+@app.command("import-report")
+def import_report(import_id: int) -> None:
+    """Print the lines an import rejected, with the reasons, as CSV."""
+
+    async def work(runtime: Runtime) -> None:
+        async with runtime.database.sessions() as session:
+            await get_import(session, import_id)
+        async for chunk in rejections_csv(runtime.database.sessions, import_id):
+            typer.echo(chunk, nl=False)
+
+    _run(work)
+
+
+@app.command("export")
+def export(
+    output: Annotated[
+        Path | None, typer.Option(help="File to write; default: standard output.")
+    ] = None,
+    status: Annotated[SubscriberStatus | None, typer.Option()] = None,
+    tag: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Export subscribers as CSV, addresses decrypted (the CLI acts with admin rights)."""
+
+    async def work(runtime: Runtime) -> int:
+        filters = SubscriberFilter(status=status, tag=tag)
+        written = 0
+        with output.open("w", newline="") if output else contextlib.nullcontext(sys.stdout) as out:
+            async for chunk in export_csv(runtime.database.sessions, filters, with_pii=True):
+                out.write(chunk)
+                written += chunk.count("\n")
+        return written
+
+    lines = _run(work)
+    if output:
+        console.print(f"wrote {max(lines - 1, 0)} subscribers to {output}")
 
 
 @keys_app.command("create")

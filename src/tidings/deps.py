@@ -68,16 +68,22 @@ def require_scope(needed: Scope) -> Callable[..., Coroutine[Any, Any, Actor]]:
                 {"WWW-Authenticate": "Bearer"},
             )
         key = await authenticate(session, credentials.credentials)
+        if key is not None:
+            actor = Actor(key_id=key.id, scope=Scope(key.scope), label=f"{key.name} ({key.prefix})")
+        # End the lookup's transaction: on SQLite the process has one connection, and a route
+        # that streams or imports through fresh sessions must not wait for this one.
+        await session.rollback()
         if key is None:
             raise HttpProblem(
                 401, "unauthorized", "invalid or revoked API key", {"WWW-Authenticate": "Bearer"}
             )
-        scope = Scope(key.scope)
-        if not scope.allows(needed):
+        if not actor.scope.allows(needed):
             raise HttpProblem(
-                403, "forbidden", f"this key has scope '{scope}'; this action needs '{needed}'"
+                403,
+                "forbidden",
+                f"this key has scope '{actor.scope}'; this action needs '{needed}'",
             )
-        return Actor(key_id=key.id, scope=scope, label=f"{key.name} ({key.prefix})")
+        return actor
 
     return dependency
 

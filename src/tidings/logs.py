@@ -42,6 +42,8 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     root.setLevel(level.upper())
     # uvicorn's access log prints query strings; our request log prints paths only.
     logging.getLogger("uvicorn.access").disabled = True
+    # Alembic narrates every start; db.migrate logs one line when a migration really ran.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

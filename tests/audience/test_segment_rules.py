@@ -14,7 +14,6 @@ from sqlalchemy import select
 from tests.audience.segment_oracle import Person, matches
 from tidings.audience.models import (
     Subscriber,
-    SubscriberTag,
     Topic,
     TopicSubscription,
 )
@@ -71,7 +70,7 @@ async def population(db: Runtime) -> list[Person]:
                 created_at=BASE - timedelta(days=rng.randint(0, 100) + 0.5),
                 last_opened_at=last_open,
                 attributes=_attributes(rng),
-                tag_rows=[SubscriberTag(tag=t) for t in rng.sample(TAGS, rng.randint(0, 3))],
+                tags=rng.sample(TAGS, rng.randint(0, 3)),
             )
             session.add(row)
             await session.flush()

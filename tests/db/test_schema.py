@@ -10,14 +10,17 @@ from sqlalchemy import Column, MetaData, Table, insert, select, text
 from sqlalchemy.engine import Connection
 
 from tidings.db.ids import BigId
-from tidings.db.migrate import current_revision, upgrade_database
+from tidings.db.migrate import current_revision, include_object, upgrade_database
 from tidings.db.registry import all_metadata
 from tidings.db.types import UTCDateTime
 from tidings.runtime import Runtime
 
 
 def _schema_differences(connection: Connection) -> list[object]:
-    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    context = MigrationContext.configure(
+        connection,
+        opts={"compare_type": True, "include_object": include_object(connection.dialect.name)},
+    )
     return list(compare_metadata(context, all_metadata()))
 
 

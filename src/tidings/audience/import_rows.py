@@ -13,6 +13,7 @@ import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any, Literal
 
 from tidings.audience.schemas import (
@@ -46,7 +47,7 @@ class PreparedRow:
     email_domain: str
     name: str
     attributes: str  # JSON
-    tags: str  # JSON array
+    tags: tuple[str, ...]
     timezone: str | None
     phone: str | None
 
@@ -61,6 +62,12 @@ class PreparedBatch:
 
 class RowError(ValueError):
     """Why one row cannot be imported (never quoting the address itself)."""
+
+
+def count_lines(path: Path) -> int:
+    """Newlines in a file, for a progress bar's total (fast: no decoding, no parsing)."""
+    with path.open("rb") as handle:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
 
 
 # --- reading -------------------------------------------------------------------------------------
@@ -186,7 +193,7 @@ def prepare_row(raw: RawRow, cipher: PiiCipher) -> PreparedRow:
         email_domain=parsed.address.rsplit("@", 1)[1].lower(),
         name=name.strip(),
         attributes=encoded_attributes,
-        tags=json.dumps(tags),
+        tags=tuple(tags),
         timezone=timezone,
         phone=cipher.encrypt(phone) if phone else None,
     )

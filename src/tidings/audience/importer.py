@@ -8,18 +8,21 @@ moment resumes from the last committed line and never duplicates or loses a row.
 from __future__ import annotations
 
 import asyncio
+import csv
 import hashlib
+import io
+import json
 import multiprocessing
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from sqlalchemy import BigInteger, Boolean, TextClause, bindparam, insert, select, text, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy import BigInteger, TextClause, bindparam, insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from tidings.audience.import_rows import (
     FileFormat,
@@ -240,22 +243,23 @@ async def _apply_batch(
 ) -> None:
     sql = _Statements(dialect)
     now = utcnow()
+    upsert = options.mode == "upsert"
     async with connection.begin():
         await connection.execute(_sql(sql.create_staging))
-        await connection.execute(_sql("DELETE FROM import_staging"))
+        await connection.execute(_sql(sql.empty_staging))
         await _load_staging(connection, dialect, batch)
         rejected = list(batch.rejected)
         suppressed = await connection.execute(_sql(sql.drop_suppressed))
         rejected += [(line, SUPPRESSED) for (line,) in suppressed]
+        await connection.execute(_sql(sql.find_existing))
         if options.dedupe:
             repeated = await connection.execute(_sql(sql.drop_repeated), {"job": job_id})
             rejected += [(line, REPEATED) for (line,) in repeated]
-        await connection.execute(_sql(sql.mark_existing))
         existing, total = (await connection.execute(_sql(sql.count_existing))).one()
-        upsert = options.mode == "upsert"
-        params = {"job": job_id, "now": now}
-        await connection.execute(_sql(sql.upsert if upsert else sql.insert), params)
-        await connection.execute(_sql(sql.add_tags), {"upsert": upsert})
+        await connection.execute(
+            _sql(sql.upsert if upsert else sql.insert), {"job": job_id, "now": now}
+        )
+        await connection.execute(_sql(sql.find_inserted))
         if options.topic_ids:
             await connection.execute(
                 _sql(sql.subscribe_topics), {"topic_ids": list(options.topic_ids), "now": now}
@@ -288,6 +292,7 @@ async def _apply_batch(
 
 
 async def _load_staging(connection: AsyncConnection, dialect: str, batch: PreparedBatch) -> None:
+    pg = dialect == "postgresql"
     records = [
         (
             r.line,
@@ -296,7 +301,7 @@ async def _load_staging(connection: AsyncConnection, dialect: str, batch: Prepar
             r.email_domain,
             r.name,
             r.attributes,
-            r.tags,
+            list(r.tags) if pg else json.dumps(r.tags),
             r.timezone,
             r.phone,
         )
@@ -304,7 +309,7 @@ async def _load_staging(connection: AsyncConnection, dialect: str, batch: Prepar
     ]
     if not records:
         return
-    if dialect == "postgresql":
+    if pg:
         raw = await connection.get_raw_connection()
         # COPY: the fastest way into PostgreSQL, in the same transaction as the rest.
         await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
@@ -322,7 +327,7 @@ async def _load_staging(connection: AsyncConnection, dialect: str, batch: Prepar
 def _sql(statement: str) -> TextClause:
     """A statement with typed parameters, so PostgreSQL is told their types (casts) and SQLite
     gets datetimes in the same text form as every other row."""
-    types: dict[str, Any] = {"now": UTCDateTime(), "job": BigInteger(), "upsert": Boolean()}
+    types: dict[str, Any] = {"now": UTCDateTime(), "job": BigInteger()}
     binds = [bindparam(name, type_=t) for name, t in types.items() if f":{name}" in statement]
     if ":topic_ids" in statement:
         binds.append(bindparam("topic_ids", type_=BigInteger(), expanding=True))
@@ -331,74 +336,75 @@ def _sql(statement: str) -> TextClause:
 
 class _Statements:
     """The few statements of an import batch. Where the two databases differ (JSON functions,
-    COPY), the difference is spelled out here and nowhere else."""
+    COPY), the difference is spelled out here and nowhere else.
+
+    Staging rows find their subscriber through correlated subqueries on the unique email_hash
+    index: one index probe per row, whatever the planner thinks of a table that grows by a
+    million rows during the import (a hash join would scan all subscribers for every batch).
+    """
 
     def __init__(self, dialect: str) -> None:
         pg = dialect == "postgresql"
         json_type = "JSONB" if pg else "TEXT"
-        self.create_staging = """
+        tags_type = "TEXT[]" if pg else "TEXT"
+        self.create_staging = f"""
             CREATE TEMP TABLE IF NOT EXISTS import_staging (
                 line BIGINT NOT NULL, email_hash VARCHAR(64) NOT NULL, email TEXT NOT NULL,
                 email_domain VARCHAR(255) NOT NULL, name VARCHAR(200) NOT NULL,
-                attributes TEXT NOT NULL, tags TEXT NOT NULL, timezone VARCHAR(64), phone TEXT,
-                existed BOOLEAN NOT NULL DEFAULT FALSE)"""
+                attributes TEXT NOT NULL, tags {tags_type} NOT NULL, timezone VARCHAR(64),
+                phone TEXT,
+                subscriber_id BIGINT, prior_import BIGINT, status VARCHAR(16))"""
+        self.empty_staging = "TRUNCATE import_staging" if pg else "DELETE FROM import_staging"
         self.drop_suppressed = """
-            DELETE FROM import_staging WHERE EXISTS (
-                SELECT 1 FROM suppressions s WHERE s.email_hash = import_staging.email_hash)
+            DELETE FROM import_staging WHERE (
+                SELECT 1 FROM suppressions s WHERE s.email_hash = import_staging.email_hash
+            ) IS NOT NULL
             RETURNING line"""
-        self.drop_repeated = """
-            DELETE FROM import_staging WHERE EXISTS (
-                SELECT 1 FROM subscribers s
-                WHERE s.email_hash = import_staging.email_hash AND s.last_import_id = :job)
-            RETURNING line"""
-        self.mark_existing = """
-            UPDATE import_staging SET existed = TRUE WHERE EXISTS (
-                SELECT 1 FROM subscribers s WHERE s.email_hash = import_staging.email_hash)"""
+        self.find_existing = """
+            UPDATE import_staging SET (subscriber_id, prior_import, status) = (
+                SELECT s.id, s.last_import_id, s.status FROM subscribers s
+                WHERE s.email_hash = import_staging.email_hash)"""
+        self.drop_repeated = "DELETE FROM import_staging WHERE prior_import = :job RETURNING line"
         self.count_existing = """
-            SELECT COALESCE(SUM(CASE WHEN existed THEN 1 ELSE 0 END), 0), COUNT(*)
+            SELECT COALESCE(SUM(CASE WHEN subscriber_id IS NULL THEN 0 ELSE 1 END), 0), COUNT(*)
             FROM import_staging"""
         insert = f"""
-            INSERT INTO subscribers (email, email_hash, email_domain, name, attributes,
+            INSERT INTO subscribers (email, email_hash, email_domain, name, attributes, tags,
                 timezone, phone, status, engagement_score, last_import_id, created_at, updated_at)
-            SELECT email, email_hash, email_domain, name, CAST(attributes AS {json_type}),
+            SELECT email, email_hash, email_domain, name, CAST(attributes AS {json_type}), tags,
                 timezone, phone, 'active', 0, :job, :now, :now
             FROM import_staging WHERE {{where}} ORDER BY line
             ON CONFLICT (email_hash) DO {{conflict}}"""
-        self.insert = insert.format(where="NOT existed", conflict="NOTHING")
+        self.insert = insert.format(where="subscriber_id IS NULL", conflict="NOTHING")
         # Upsert: a given name replaces, attributes merge key by key (the file's keys win),
         # tags are added; status is never touched, so nobody is resubscribed by an import.
         merged = "subscribers.attributes || excluded.attributes" if pg else _SQLITE_SHALLOW_MERGE
+        tags = _POSTGRES_TAG_UNION if pg else _SQLITE_TAG_UNION
         self.upsert = insert.format(
             where="TRUE",
             conflict=f"""UPDATE SET
                 name = CASE WHEN excluded.name <> '' THEN excluded.name
                             ELSE subscribers.name END,
                 attributes = {merged},
+                tags = {tags},
                 timezone = COALESCE(excluded.timezone, subscribers.timezone),
                 phone = COALESCE(excluded.phone, subscribers.phone),
                 last_import_id = excluded.last_import_id,
                 updated_at = excluded.updated_at""",
         )
-        tag_values = (
-            "CROSS JOIN LATERAL jsonb_array_elements_text(CAST(st.tags AS JSONB)) AS t(value)"
-            if pg
-            else "CROSS JOIN json_each(st.tags) AS t"
-        )
-        self.add_tags = f"""
-            INSERT INTO subscriber_tags (subscriber_id, tag)
-            SELECT s.id, t.value FROM import_staging st
-            JOIN subscribers s ON s.email_hash = st.email_hash {tag_values}
-            WHERE st.tags <> '[]' AND (:upsert OR NOT st.existed)
-            ON CONFLICT DO NOTHING"""
+        self.find_inserted = """
+            UPDATE import_staging SET subscriber_id = (
+                SELECT s.id FROM subscribers s WHERE s.email_hash = import_staging.email_hash),
+                status = 'active'
+            WHERE subscriber_id IS NULL"""
         self.subscribe_topics = """
             INSERT INTO topic_subscriptions (topic_id, subscriber_id, status, source,
                 subscribed_at, created_at, updated_at)
-            SELECT t.id, s.id, CASE WHEN t.optin = 'double' THEN 'pending' ELSE 'active' END,
+            SELECT t.id, st.subscriber_id,
+                CASE WHEN t.optin = 'double' THEN 'pending' ELSE 'active' END,
                 'import', :now, :now, :now
-            FROM import_staging st
-            JOIN subscribers s ON s.email_hash = st.email_hash
-            JOIN topics t ON t.id IN :topic_ids
-            WHERE s.status = 'active'
+            FROM import_staging st JOIN topics t ON t.id IN :topic_ids
+            WHERE st.status = 'active'
             ON CONFLICT (topic_id, subscriber_id) DO NOTHING"""
 
 
@@ -414,3 +420,36 @@ _SQLITE_SHALLOW_MERGE = """(
         WHERE key NOT IN (SELECT key FROM json_each(excluded.attributes))
         UNION ALL
         SELECT key, value, type FROM json_each(excluded.attributes)))"""
+
+# Tags sorted by code point, as Python sorts them (TagList stores them so).
+_POSTGRES_TAG_UNION = """CASE WHEN cardinality(excluded.tags) = 0 THEN subscribers.tags ELSE
+    ARRAY(SELECT t FROM (SELECT DISTINCT unnest(subscribers.tags || excluded.tags) AS t) AS u
+          ORDER BY t COLLATE "C") END"""
+_SQLITE_TAG_UNION = """CASE WHEN excluded.tags = '[]' THEN subscribers.tags ELSE (
+    SELECT json_group_array(value) FROM (
+        SELECT value FROM json_each(subscribers.tags)
+        UNION SELECT value FROM json_each(excluded.tags) ORDER BY value)) END"""
+
+
+async def rejections_csv(
+    sessions: async_sessionmaker[AsyncSession], import_id: int, page: int = 5000
+) -> AsyncIterator[str]:
+    """The import's rejected lines as CSV, streamed a page at a time."""
+    yield "line,reason\n"
+    last_line = 0
+    while True:
+        async with sessions() as session:
+            rows = (
+                await session.execute(
+                    select(ImportRejection.line, ImportRejection.reason)
+                    .where(ImportRejection.import_id == import_id, ImportRejection.line > last_line)
+                    .order_by(ImportRejection.line)
+                    .limit(page)
+                )
+            ).all()
+        buffer = io.StringIO()
+        csv.writer(buffer).writerows(rows)
+        yield buffer.getvalue()
+        if len(rows) < page:
+            return
+        last_line = rows[-1][0]

@@ -9,9 +9,9 @@ from typing import Any
 from sqlalchemy import Boolean, Float, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from tidings.db.base import Base, JSONType, Timestamped
+from tidings.db.base import POSTGRESQL_ONLY, Base, JSONType, Timestamped
 from tidings.db.ids import BigId
-from tidings.db.types import EncryptedText, UTCDateTime, utcnow
+from tidings.db.types import EncryptedText, TagList, UTCDateTime, utcnow
 
 
 class SubscriberStatus(enum.StrEnum):
@@ -34,6 +34,9 @@ class TopicSubscriptionStatus(enum.StrEnum):
 
 class Subscriber(Timestamped, Base):
     __tablename__ = "subscribers"
+    __table_args__ = (
+        Index("ix_subscribers_tags", "tags", postgresql_using="gin", info=POSTGRESQL_ONLY),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     email: Mapped[str] = mapped_column(EncryptedText(), nullable=False)
@@ -43,6 +46,7 @@ class Subscriber(Timestamped, Base):
     email_domain: Mapped[str] = mapped_column(String(255), nullable=False, index=True)
     name: Mapped[str] = mapped_column(String(200), nullable=False, default="")
     attributes: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False, default=dict)
+    tags: Mapped[list[str]] = mapped_column(TagList(), nullable=False, default=list)
     timezone: Mapped[str | None] = mapped_column(String(64))
     phone: Mapped[str | None] = mapped_column(EncryptedText())
     status: Mapped[str] = mapped_column(
@@ -54,28 +58,6 @@ class Subscriber(Timestamped, Base):
     # The import that last created or updated the row: provenance, and how an import recognises
     # an address that appeared earlier in the same file.
     last_import_id: Mapped[int | None] = mapped_column(BigId)
-
-    tag_rows: Mapped[list[SubscriberTag]] = relationship(
-        back_populates="subscriber",
-        cascade="all, delete-orphan",
-        lazy="selectin",
-        order_by="SubscriberTag.tag",
-    )
-
-    @property
-    def tags(self) -> list[str]:
-        return sorted(row.tag for row in self.tag_rows)
-
-
-class SubscriberTag(Base):
-    __tablename__ = "subscriber_tags"
-
-    subscriber_id: Mapped[int] = mapped_column(
-        BigId, ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True
-    )
-    tag: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
-
-    subscriber: Mapped[Subscriber] = relationship(back_populates="tag_rows")
 
 
 class Topic(Timestamped, Base):

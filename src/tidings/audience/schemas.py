@@ -215,3 +215,27 @@ class SegmentOut(BaseModel):
 class SegmentCount(BaseModel):
     segment_id: int
     count: int
+
+
+class ImportOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    source: str
+    status: str
+    options: dict[str, Any]
+    lines_done: int
+    inserted: int
+    updated: int
+    skipped: int
+    failed: int
+    created_at: datetime
+    finished_at: datetime | None
+    rejections_url: str = ""
+
+
+class ImportRejectionOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    line: int
+    reason: str

@@ -31,6 +31,7 @@ from typing import Any, Literal, TypeAlias
 from sqlalchemy import (
     ColumnElement,
     Float,
+    String,
     and_,
     case,
     cast,
@@ -40,12 +41,13 @@ from sqlalchemy import (
     not_,
     or_,
     select,
+    type_coerce,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from tidings.audience.models import (
     Subscriber,
     SubscriberStatus,
-    SubscriberTag,
     TopicSubscription,
     TopicSubscriptionStatus,
 )
@@ -307,10 +309,8 @@ class _RuleCompiler:
         from tidings.promotions.models import PromotionSubscription
 
         if field == "tag":
-            query = select(SubscriberTag.subscriber_id).where(
-                SubscriberTag.subscriber_id == Subscriber.id, SubscriberTag.tag.in_(values)
-            )
-        elif field == "topic":
+            return self.has_any_tag(values)
+        if field == "topic":
             query = select(TopicSubscription.id).where(
                 TopicSubscription.subscriber_id == Subscriber.id,
                 TopicSubscription.topic_id.in_(values),
@@ -323,6 +323,15 @@ class _RuleCompiler:
                 PromotionSubscription.is_active.is_(True),
             )
         return exists(query)
+
+    def has_any_tag(self, tags: tuple[str, ...]) -> ColumnElement[bool]:
+        if self.dialect == "postgresql":  # && on text[], served by the GIN index
+            overlap: ColumnElement[bool] = type_coerce(Subscriber.tags, ARRAY(String(64))).overlap(
+                list(tags)
+            )
+            return overlap
+        elements = func.json_each(Subscriber.tags).table_valued("value")
+        return exists(select(1).select_from(elements).where(elements.c.value.in_(tags)))
 
     def attribute(self, c: Condition) -> ColumnElement[bool]:
         json, path = self.json, c.path

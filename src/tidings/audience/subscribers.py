@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -10,12 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tidings.audience.models import (
     Subscriber,
     SubscriberStatus,
-    SubscriberTag,
     TopicSubscription,
     TopicSubscriptionStatus,
 )
 from tidings.audience.schemas import SubscriberCreate, SubscriberUpdate
-from tidings.audience.segment_rules import Rule, compile_rule
+from tidings.audience.segment_rules import Condition, Rule, compile_rule
 from tidings.db.errors import flush_unique
 from tidings.db.ids import MAX_ID
 from tidings.db.types import utcnow
@@ -23,6 +23,8 @@ from tidings.errors import Conflict, NotFound, RuleViolation
 from tidings.pagination import decode_cursor, encode_cursor
 from tidings.security.audit import record_audit
 from tidings.security.crypto import InvalidEmail, active_cipher, parse_email
+
+SelectT = TypeVar("SelectT", bound=Select[Any])
 
 
 class SubscriberNotFound(NotFound):
@@ -105,7 +107,7 @@ async def create_subscriber(
         timezone=data.timezone,
         phone=data.phone,
         status=SubscriberStatus.active.value,
-        tag_rows=[SubscriberTag(tag=tag) for tag in data.tags],
+        tags=data.tags,
     )
     session.add(subscriber)
     duplicate = DuplicateSubscriber(f"a subscriber with email {address!r} already exists")
@@ -141,7 +143,7 @@ async def update_subscriber(
         if changed.get(field) is not None:
             setattr(subscriber, field, changed[field])
     if data.tags is not None:
-        _replace_tags(subscriber, data.tags)
+        subscriber.tags = data.tags
     if data.status is not None:
         _set_status(subscriber, data.status)
     record_audit(
@@ -175,13 +177,6 @@ def _set_status(subscriber: Subscriber, status: SubscriberStatus) -> None:
         subscriber.unsubscribed_at = utcnow()
 
 
-def _replace_tags(subscriber: Subscriber, tags: list[str]) -> None:
-    wanted = set(tags)
-    subscriber.tag_rows = [row for row in subscriber.tag_rows if row.tag in wanted] + [
-        SubscriberTag(tag=tag) for tag in sorted(wanted - set(subscriber.tags))
-    ]
-
-
 async def list_subscribers(
     session: AsyncSession,
     filters: SubscriberFilter,
@@ -190,7 +185,7 @@ async def list_subscribers(
     offset: int = 0,
     cursor: str | None = None,
 ) -> SubscriberPage:
-    query = _filtered(select(Subscriber), filters, session.get_bind().dialect.name)
+    query = filtered_query(select(Subscriber), filters, session)
     total = int(await session.scalar(select(func.count()).select_from(query.subquery())) or 0)
     if cursor is not None:
         query = query.where(Subscriber.id > decode_cursor(cursor))
@@ -201,14 +196,14 @@ async def list_subscribers(
     return SubscriberPage(items=items, total=total, next_cursor=next_cursor)
 
 
-def _filtered(
-    query: Select[Subscriber], filters: SubscriberFilter, dialect: str
-) -> Select[Subscriber]:
+def filtered_query(query: SelectT, filters: SubscriberFilter, session: AsyncSession) -> SelectT:
+    """``query`` (over subscribers) narrowed to the filters."""
+    dialect = session.get_bind().dialect.name
     if filters.status is not None:
         query = query.where(Subscriber.status == filters.status.value)
     if filters.tag is not None:
-        tagged = select(SubscriberTag.subscriber_id).where(SubscriberTag.tag == filters.tag.lower())
-        query = query.where(Subscriber.id.in_(tagged))
+        has_tag = Condition(field="tag", op="eq", value=filters.tag.strip().lower())
+        query = query.where(compile_rule(has_tag, dialect, utcnow()))
     if filters.topic_id is not None:
         members = select(TopicSubscription.subscriber_id).where(
             TopicSubscription.topic_id == filters.topic_id,

@@ -18,6 +18,9 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
+# Marks a schema object that exists on PostgreSQL only (see db.migrate.include_object).
+POSTGRESQL_ONLY = {"dialects": ("postgresql",)}
+
 # JSONB on PostgreSQL (indexable, compact), plain JSON text on SQLite.
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Text
+from sqlalchemy import JSON, DateTime, String, Text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from tidings.security.crypto import active_cipher
 
@@ -64,3 +65,25 @@ class EncryptedText(TypeDecorator[str]):
         if value is None:
             return None
         return active_cipher().decrypt(value)
+
+
+class TagList(TypeDecorator[list[str]]):
+    """A sorted set of short labels: ``text[]`` on PostgreSQL (GIN-indexable), JSON on SQLite.
+
+    Kept in the row itself, so reading, filtering and importing tags needs no join and no
+    foreign-key checks.
+    """
+
+    impl = JSON()
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(ARRAY(String(64)))
+        return dialect.type_descriptor(JSON())
+
+    def process_bind_param(self, value: list[str] | None, dialect: Dialect) -> list[str] | None:
+        return None if value is None else sorted(set(value))
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> list[str]:
+        return list(value or [])

@@ -9,8 +9,9 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from tidings.config import Settings
+from tidings.db.migrate import include_object
 from tidings.db.registry import all_metadata
-from tidings.db.types import EncryptedText, UTCDateTime
+from tidings.db.types import EncryptedText, TagList, UTCDateTime
 
 target_metadata = all_metadata()
 
@@ -22,6 +23,9 @@ def _render_item(kind: str, obj: Any, _context: Any) -> str | Literal[False]:
         return "sa.DateTime(timezone=True)"
     if kind == "type" and isinstance(obj, EncryptedText):
         return "sa.Text()"
+    if kind == "type" and isinstance(obj, TagList):
+        return 'sa.JSON().with_variant(postgresql.ARRAY(sa.String(length=64)), "postgresql")'
+
     return False
 
 
@@ -32,6 +36,7 @@ def _run(connection: Connection) -> None:
         render_as_batch=connection.dialect.name == "sqlite",  # SQLite needs batch ALTERs
         compare_type=True,
         render_item=_render_item,
+        include_object=include_object(connection.dialect.name),
     )
     with context.begin_transaction():
         context.run_migrations()

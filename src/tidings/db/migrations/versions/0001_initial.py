@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 08:06:42.576620
+Create Date: 2026-11-25 08:11:39.778682
 """
 
 from collections.abc import Sequence
@@ -126,6 +126,11 @@ def upgrade() -> None:
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
             nullable=False,
         ),
+        sa.Column(
+            "tags",
+            sa.JSON().with_variant(postgresql.ARRAY(sa.String(length=64)), "postgresql"),
+            nullable=False,
+        ),
         sa.Column("timezone", sa.String(length=64), nullable=True),
         sa.Column("phone", sa.Text(), nullable=True),
         sa.Column("status", sa.String(length=16), nullable=False),
@@ -148,6 +153,10 @@ def upgrade() -> None:
             batch_op.f("ix_subscribers_engagement_score"), ["engagement_score"], unique=False
         )
         batch_op.create_index(batch_op.f("ix_subscribers_status"), ["status"], unique=False)
+        if op.get_bind().dialect.name == "postgresql":  # serves tag lookups (&&) on text[]
+            batch_op.create_index(
+                "ix_subscribers_tags", ["tags"], unique=False, postgresql_using="gin"
+            )
 
     op.create_table(
         "suppressions",
@@ -244,23 +253,6 @@ def upgrade() -> None:
         )
 
     op.create_table(
-        "subscriber_tags",
-        sa.Column(
-            "subscriber_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
-        ),
-        sa.Column("tag", sa.String(length=64), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["subscriber_id"],
-            ["subscribers.id"],
-            name=op.f("fk_subscriber_tags_subscriber_id_subscribers"),
-            ondelete="CASCADE",
-        ),
-        sa.PrimaryKeyConstraint("subscriber_id", "tag", name=op.f("pk_subscriber_tags")),
-    )
-    with op.batch_alter_table("subscriber_tags", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_subscriber_tags_tag"), ["tag"], unique=False)
-
-    op.create_table(
         "topic_subscriptions",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("topic_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -310,10 +302,6 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_topic_subscriptions_subscriber_id_status"))
 
     op.drop_table("topic_subscriptions")
-    with op.batch_alter_table("subscriber_tags", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_subscriber_tags_tag"))
-
-    op.drop_table("subscriber_tags")
     with op.batch_alter_table("promotion_subscriptions", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_promotion_subscriptions_subscriber_id_is_active"))
         batch_op.drop_index(batch_op.f("ix_promotion_subscriptions_subscriber_id"))
@@ -326,6 +314,8 @@ def downgrade() -> None:
     op.drop_table("topics")
     op.drop_table("suppressions")
     with op.batch_alter_table("subscribers", schema=None) as batch_op:
+        if op.get_bind().dialect.name == "postgresql":
+            batch_op.drop_index("ix_subscribers_tags", postgresql_using="gin")
         batch_op.drop_index(batch_op.f("ix_subscribers_status"))
         batch_op.drop_index(batch_op.f("ix_subscribers_engagement_score"))
         batch_op.drop_index(batch_op.f("ix_subscribers_email_domain"))
