@@ -6,10 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
 
+from tidings.audience import privacy
 from tidings.audience import subscribers as subscriber_service
 from tidings.audience import topics as topic_service
 from tidings.audience.models import SubscriberStatus, TopicSubscriptionStatus
 from tidings.audience.schemas import (
+    PersonalDataOut,
     SubscriberCreate,
     SubscriberOut,
     SubscriberTopicOut,
@@ -22,7 +24,7 @@ from tidings.audience.schemas import (
     TopicUpdate,
 )
 from tidings.db.ids import MAX_ID
-from tidings.deps import ReadActor, SessionDep, WriteActor
+from tidings.deps import AdminActor, ReadActor, SessionDep, WriteActor
 from tidings.pagination import DEFAULT_LIMIT, Cursor, Limit, Offset, Page
 
 subscribers = APIRouter(prefix="/subscribers", tags=["subscribers"])
@@ -87,6 +89,20 @@ async def unsubscribe_subscriber(
 ) -> object:
     """Unsubscribe: the subscriber gets no more mail; the record and its history are kept."""
     return await subscriber_service.unsubscribe_subscriber(session, ref, actor.label)
+
+
+@subscribers.get("/{ref}/export", response_model=PersonalDataOut, response_model_by_alias=True)
+async def export_personal_data(
+    ref: SubscriberRef, session: SessionDep, actor: AdminActor
+) -> object:
+    """GDPR access / portability: everything held about this person, as JSON (admin scope)."""
+    return await privacy.personal_data(session, ref, actor.label)
+
+
+@subscribers.post("/{ref}/erase", response_model=SubscriberOut)
+async def erase_subscriber(ref: SubscriberRef, session: SessionDep, actor: AdminActor) -> object:
+    """GDPR erasure: personal data deleted, an anonymous record kept, the address suppressed."""
+    return await privacy.erase_subscriber(session, ref, actor.label)
 
 
 @subscribers.get("/{ref}/topics", response_model=list[SubscriberTopicOut])

@@ -1,4 +1,4 @@
-"""HTTP routes for bulk work on the audience: import (seed 002), import reports, and export."""
+"""HTTP routes over the whole audience: import (seed 002), import reports, export, statistics."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from tidings.audience.export import export_csv
 from tidings.audience.import_rows import FileFormat
 from tidings.audience.importer import ImportMode, ImportOptions
 from tidings.audience.models import ImportJob, ImportRejection, SubscriberStatus
-from tidings.audience.schemas import ImportOut, ImportRejectionOut
+from tidings.audience.schemas import AudienceStatsOut, ImportOut, ImportRejectionOut
+from tidings.audience.stats import audience_stats
 from tidings.audience.subscribers import SubscriberFilter
 from tidings.config import ensure_data_dir
 from tidings.db.ids import MAX_ID
@@ -185,6 +186,16 @@ async def download_rejections(
             "Content-Disposition": f'attachment; filename="import-{import_id}-rejections.csv"'
         },
     )
+
+
+@router.get("/subscribers/stats", response_model=AudienceStatsOut, tags=["subscribers"])
+async def subscriber_stats(
+    session: SessionDep,
+    _: ReadActor,
+    days: Annotated[int, Query(ge=1, le=366, description="Window for growth and churn.")] = 30,
+) -> object:
+    """Totals by status, growth per day, per topic and per tag, and churn over the window."""
+    return await audience_stats(session, days)
 
 
 @router.get("/subscribers/export", response_class=StreamingResponse, tags=["subscribers"])

@@ -19,6 +19,7 @@ class SubscriberStatus(enum.StrEnum):
     unsubscribed = "unsubscribed"
     bounced = "bounced"
     complained = "complained"
+    erased = "erased"  # GDPR erasure: a tombstone without personal data
 
 
 class OptIn(enum.StrEnum):
@@ -55,6 +56,7 @@ class Subscriber(Timestamped, Base):
     engagement_score: Mapped[float] = mapped_column(Float, nullable=False, default=0.0, index=True)
     last_opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     unsubscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    status_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
     # The import that last created or updated the row: provenance, and how an import recognises
     # an address that appeared earlier in the same file.
     last_import_id: Mapped[int | None] = mapped_column(BigId)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -239,3 +239,62 @@ class ImportRejectionOut(BaseModel):
 
     line: int
     reason: str
+
+
+class DayCountOut(BaseModel):
+    day: date
+    joined: int
+    left: int
+
+
+class TopicCountOut(BaseModel):
+    topic_id: int
+    name: str
+    active: int
+    pending: int
+    unsubscribed: int
+
+
+class AudienceStatsOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    total: int = Field(description="Subscribers of any status but erased.")
+    by_status: dict[str, int]
+    growth: list[DayCountOut] = Field(description="New and lost subscribers per UTC day.")
+    by_topic: list[TopicCountOut]
+    by_tag: dict[str, int]
+    churn_days: int
+    churned: dict[str, int] = Field(description="Unsubscribed/bounced/complained in the window.")
+    churn_rate: float = Field(description="churned / (active + churned)")
+    generated_at: datetime
+
+
+class PromotionSubscriptionData(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    promotion_id: int
+    is_active: bool
+    meta: dict[str, Any] = Field(serialization_alias="metadata")
+    created_at: datetime
+    deactivated_at: datetime | None
+
+
+class HistoryEntryOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    at: datetime
+    actor: str
+    action: str
+
+
+class PersonalDataOut(BaseModel):
+    """Everything tidings holds about one person."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    subscriber: SubscriberOut
+    topic_subscriptions: list[SubscriberTopicOut]
+    promotion_subscriptions: list[PromotionSubscriptionData]
+    history: list[HistoryEntryOut]
+    exported_at: datetime

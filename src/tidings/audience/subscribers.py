@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tidings.audience.models import (
     Subscriber,
     SubscriberStatus,
+    Suppression,
     TopicSubscription,
     TopicSubscriptionStatus,
 )
@@ -64,6 +65,18 @@ def email_fields(raw: str) -> tuple[str, str]:
     return parsed.address, active_cipher().blind_index(parsed.index_key)
 
 
+class SuppressedAddress(Conflict):
+    code = "suppressed_address"
+
+
+async def _refuse_suppressed(session: AsyncSession, email_hash: str, address: str) -> None:
+    reason = await session.scalar(
+        select(Suppression.reason).where(Suppression.email_hash == email_hash)
+    )
+    if reason is not None:
+        raise SuppressedAddress(f"{address!r} is suppressed ({reason}) and cannot be added")
+
+
 def domain_of(address: str) -> str:
     return address.rsplit("@", 1)[1].lower()
 
@@ -97,6 +110,7 @@ async def create_subscriber(
     address, email_hash = email_fields(data.email)
     if await session.scalar(select(Subscriber.id).where(Subscriber.email_hash == email_hash)):
         raise DuplicateSubscriber(f"a subscriber with email {address!r} already exists")
+    await _refuse_suppressed(session, email_hash, address)
     topics = [await get_topic(session, topic_id) for topic_id in dict.fromkeys(data.topic_ids)]
     subscriber = Subscriber(
         email=address,
@@ -125,6 +139,10 @@ async def update_subscriber(
     session: AsyncSession, ref: str | int, data: SubscriberUpdate, actor: str
 ) -> Subscriber:
     subscriber = await find_subscriber(session, ref)
+    if subscriber.status == SubscriberStatus.erased:
+        raise InvalidSubscriber(f"subscriber {subscriber.id} was erased and cannot be changed")
+    if data.status == SubscriberStatus.erased:
+        raise InvalidSubscriber("erase a subscriber with POST /subscribers/{id}/erase")
     changed = data.model_dump(exclude_unset=True)
     if data.email is not None:
         address, email_hash = email_fields(data.email)
@@ -134,6 +152,7 @@ async def update_subscriber(
             )
             if taken:
                 raise DuplicateSubscriber(f"a subscriber with email {address!r} already exists")
+            await _refuse_suppressed(session, email_hash, address)
             subscriber.email, subscriber.email_hash = address, email_hash
             subscriber.email_domain = domain_of(address)
     for field in ("timezone", "phone"):  # nullable: an explicit null clears them
@@ -145,7 +164,7 @@ async def update_subscriber(
     if data.tags is not None:
         subscriber.tags = data.tags
     if data.status is not None:
-        _set_status(subscriber, data.status)
+        set_status(subscriber, data.status)
     record_audit(
         session,
         actor,
@@ -163,18 +182,20 @@ async def unsubscribe_subscriber(session: AsyncSession, ref: str | int, actor: s
     """Seed 002's DELETE: the subscriber stops receiving mail; the row and its history stay."""
     subscriber = await find_subscriber(session, ref)
     if subscriber.status != SubscriberStatus.unsubscribed:
-        _set_status(subscriber, SubscriberStatus.unsubscribed)
+        set_status(subscriber, SubscriberStatus.unsubscribed)
         record_audit(session, actor, "subscriber.unsubscribe", "subscriber", subscriber.id)
         await session.commit()
     return subscriber
 
 
-def _set_status(subscriber: Subscriber, status: SubscriberStatus) -> None:
+def set_status(subscriber: Subscriber, status: SubscriberStatus) -> None:
+    """Change the status, keeping when it changed (and when the subscriber unsubscribed)."""
     if subscriber.status == status:
         return
-    subscriber.status = status.value
+    now = utcnow()
+    subscriber.status, subscriber.status_changed_at = status.value, now
     if status == SubscriberStatus.unsubscribed:
-        subscriber.unsubscribed_at = utcnow()
+        subscriber.unsubscribed_at = now
 
 
 async def list_subscribers(

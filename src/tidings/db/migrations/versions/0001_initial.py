@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 08:11:39.778682
+Create Date: 2026-11-25 08:42:48.188074
 """
 
 from collections.abc import Sequence
@@ -137,6 +137,7 @@ def upgrade() -> None:
         sa.Column("engagement_score", sa.Float(), nullable=False),
         sa.Column("last_opened_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("unsubscribed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("status_changed_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column(
             "last_import_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
         ),
@@ -153,10 +154,9 @@ def upgrade() -> None:
             batch_op.f("ix_subscribers_engagement_score"), ["engagement_score"], unique=False
         )
         batch_op.create_index(batch_op.f("ix_subscribers_status"), ["status"], unique=False)
-        if op.get_bind().dialect.name == "postgresql":  # serves tag lookups (&&) on text[]
-            batch_op.create_index(
-                "ix_subscribers_tags", ["tags"], unique=False, postgresql_using="gin"
-            )
+        batch_op.create_index(
+            batch_op.f("ix_subscribers_status_changed_at"), ["status_changed_at"], unique=False
+        )
 
     op.create_table(
         "suppressions",
@@ -314,8 +314,7 @@ def downgrade() -> None:
     op.drop_table("topics")
     op.drop_table("suppressions")
     with op.batch_alter_table("subscribers", schema=None) as batch_op:
-        if op.get_bind().dialect.name == "postgresql":
-            batch_op.drop_index("ix_subscribers_tags", postgresql_using="gin")
+        batch_op.drop_index(batch_op.f("ix_subscribers_status_changed_at"))
         batch_op.drop_index(batch_op.f("ix_subscribers_status"))
         batch_op.drop_index(batch_op.f("ix_subscribers_engagement_score"))
         batch_op.drop_index(batch_op.f("ix_subscribers_email_domain"))
