@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from tidings.audience.demo import DemoSummary, seed_demo
 from tidings.audience.export import export_csv
 from tidings.audience.import_rows import FileFormat, count_lines
 from tidings.audience.importer import (
@@ -250,6 +251,23 @@ def export(
     lines = _run(work)
     if output:
         console.print(f"wrote {max(lines - 1, 0)} subscribers to {output}")
+
+
+@app.command()
+def demo(
+    subscribers: Annotated[int, typer.Option(min=1, max=1_000_000)] = 3000,
+) -> None:
+    """Fill the database with a realistic demo audience (idempotent)."""
+
+    async def work(runtime: Runtime) -> DemoSummary:
+        with console.status("creating demo data..."):
+            return await seed_demo(runtime, CLI_ACTOR, subscribers)
+
+    summary = _run(work)
+    console.print(
+        f"demo audience: {summary.subscribers} subscribers, {summary.topics} topics, "
+        f"{summary.promotions} promotions, {summary.segments} segments"
+    )
 
 
 @keys_app.command("create")

@@ -12,11 +12,12 @@ from sqlalchemy import select
 from starlette.datastructures import UploadFile
 
 from tidings.audience import importer
+from tidings.audience.demo import seed_demo
 from tidings.audience.export import export_csv
 from tidings.audience.import_rows import FileFormat
 from tidings.audience.importer import ImportMode, ImportOptions
 from tidings.audience.models import ImportJob, ImportRejection, SubscriberStatus
-from tidings.audience.schemas import AudienceStatsOut, ImportOut, ImportRejectionOut
+from tidings.audience.schemas import AudienceStatsOut, DemoOut, ImportOut, ImportRejectionOut
 from tidings.audience.stats import audience_stats
 from tidings.audience.subscribers import SubscriberFilter
 from tidings.config import ensure_data_dir
@@ -186,6 +187,18 @@ async def download_rejections(
             "Content-Disposition": f'attachment; filename="import-{import_id}-rejections.csv"'
         },
     )
+
+
+@router.post("/seed", response_model=DemoOut, tags=["audience"])
+async def seed(
+    request: Request,
+    actor: WriteActor,
+    subscribers: Annotated[int, Query(ge=1, le=100_000)] = 3000,
+) -> DemoOut:
+    """Seed 003: fill the audience with demo data (topics, tagged subscribers, promotions in
+    every state, segments). Idempotent: a second call updates the same demo rows."""
+    summary = await seed_demo(get_runtime(request), actor.label, subscribers)
+    return DemoOut(**vars(summary))
 
 
 @router.get("/subscribers/stats", response_model=AudienceStatsOut, tags=["subscribers"])

@@ -298,3 +298,10 @@ class PersonalDataOut(BaseModel):
     promotion_subscriptions: list[PromotionSubscriptionData]
     history: list[HistoryEntryOut]
     exported_at: datetime
+
+
+class DemoOut(BaseModel):
+    subscribers: int
+    topics: int
+    promotions: int
+    segments: int
