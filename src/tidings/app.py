@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tidings import __version__
 from tidings.audience.api import subscribers, topics
 from tidings.audience.bulk_api import router as bulk
+from tidings.audience.public_api import router as public_router
 from tidings.audience.segment_api import router as segments
 from tidings.config import Settings
 from tidings.deps import get_runtime
@@ -89,6 +90,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     _install_error_handlers(app)
     # Before the subscribers router, whose /subscribers/{ref} would swallow these paths.
     app.include_router(bulk)
+    app.include_router(public_router)
     app.include_router(segments)
     app.include_router(subscribers)
     app.include_router(topics)

@@ -40,6 +40,20 @@ class Settings(BaseSettings):
     public_url: str | None = Field(
         default=None, description="Base URL users reach the server at (links, printed URLs)."
     )
+    mail_transport: Literal["maildir", "console"] = Field(
+        default="maildir", description="Where transactional mail goes (maildir: ./var/mail/)."
+    )
+    mail_from: str = Field(default="tidings <noreply@localhost>", description="Sender of mail.")
+    rate_limit_storage: str = Field(
+        default="async+memory://",
+        description="limits storage URI; async+redis://host:6379 to share between processes.",
+    )
+    public_subscribe_limits: str = Field(
+        default="10/minute", description="Public sign-ups allowed per client IP."
+    )
+    public_address_limits: str = Field(
+        default="3/hour", description="Public sign-ups allowed per e-mail address."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["console", "json"] = "console"
     import_workers: int = Field(

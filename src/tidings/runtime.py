@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from tidings.config import Settings, load_secrets
 from tidings.db.engine import Database, create_database
 from tidings.db.migrate import upgrade_database
 from tidings.security.crypto import PiiCipher, install_cipher
 from tidings.security.keycheck import verify_keys
+from tidings.security.tokens import TokenSigner
 
 
 @dataclass
@@ -16,6 +18,11 @@ class Runtime:
     settings: Settings
     database: Database
     cipher: PiiCipher
+
+    @cached_property
+    def signer(self) -> TokenSigner:
+        """Signs links in mail, keyed from the same secret as the blind index."""
+        return TokenSigner(self.cipher.worker_args()[1])
 
     async def close(self) -> None:
         await self.database.dispose()

@@ -305,3 +305,22 @@ class DemoOut(BaseModel):
     topics: int
     promotions: int
     segments: int
+
+
+class PublicSignup(ApiModel):
+    """A sign-up from a public form: JSON or form fields with these names."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    email: Email
+    name: Name = ""
+    topic_id: Id
+
+
+class PublicTopicOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    description: str
+    optin: OptIn

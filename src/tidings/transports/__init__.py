@@ -1,0 +1,1 @@
+"""Transports: one module per way of handing mail over, behind one interface."""
