@@ -3,6 +3,7 @@ with exactly the rows of the file: none lost, none twice, every broken line repo
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -74,7 +75,7 @@ async def test_an_import_killed_mid_way_resumes_to_exactly_the_file(
     while await lines_done(db) < ROWS // 5:
         assert first.poll() is None, "the import finished before it could be killed"
         assert time.monotonic() < deadline
-        time.sleep(0.05)
+        await asyncio.sleep(0.05)
     first.send_signal(signal.SIGKILL)
     first.wait()
     killed_at = await lines_done(db)
