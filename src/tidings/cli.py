@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tidings.audience.demo import DemoSummary, seed_demo
-from tidings.audience.export import export_csv
+from tidings.audience.export import count_records, export_csv
 from tidings.audience.import_rows import FileFormat, count_lines
 from tidings.audience.importer import (
     ImportMode,
@@ -242,15 +242,16 @@ def export(
     async def work(runtime: Runtime) -> int:
         filters = SubscriberFilter(status=status, tag=tag)
         written = 0
-        with output.open("w", newline="") if output else contextlib.nullcontext(sys.stdout) as out:
+        target = output.open("w", newline="", encoding="utf-8") if output else None
+        with target or contextlib.nullcontext(sys.stdout) as out:
             async for chunk in export_csv(runtime.database.sessions, filters, with_pii=True):
                 out.write(chunk)
-                written += chunk.count("\n")
+                written += count_records(chunk)
         return written
 
-    lines = _run(work)
+    records = _run(work)
     if output:
-        console.print(f"wrote {max(lines - 1, 0)} subscribers to {output}")
+        console.print(f"wrote {max(records - 1, 0)} subscribers to {output}")
 
 
 @app.command()

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
 from typing import Annotated, Generic, TypeVar
 
-from fastapi import Query
+from fastapi import Path, Query
 from pydantic import BaseModel
 
 from tidings.db.ids import MAX_ID
@@ -19,6 +20,7 @@ MAX_LIMIT = 1000
 
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page (max 1000).")]
 Offset = Annotated[int, Query(ge=0, le=10_000_000, description="Items to skip.")]
+PathId = Annotated[int, Path(ge=1, le=MAX_ID, description="A numeric id.")]
 Cursor = Annotated[
     str | None,
     Query(max_length=64, description="Opaque cursor from a previous page's next_cursor."),
@@ -31,6 +33,20 @@ class Page(BaseModel, Generic[T]):
     limit: int
     offset: int
     next_cursor: str | None = None
+
+
+def page(
+    items: Sequence[object], total: int, limit: int, offset: int, next_cursor: str | None = None
+) -> dict[str, object]:
+    """A list response. The route's ``response_model=Page[...]`` validates and shapes the items
+    (ORM objects included)."""
+    return {
+        "items": items,
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+        "next_cursor": next_cursor,
+    }
 
 
 def encode_cursor(last_id: int) -> str:

@@ -25,7 +25,7 @@ from tidings.audience.schemas import (
 )
 from tidings.db.ids import MAX_ID
 from tidings.deps import AdminActor, ReadActor, SessionDep, WriteActor
-from tidings.pagination import DEFAULT_LIMIT, Cursor, Limit, Offset, Page
+from tidings.pagination import DEFAULT_LIMIT, Cursor, Limit, Offset, Page, PathId, page
 
 subscribers = APIRouter(prefix="/subscribers", tags=["subscribers"])
 topics = APIRouter(prefix="/topics", tags=["topics"])
@@ -34,7 +34,6 @@ SubscriberRef = Annotated[
     str,
     Path(min_length=1, max_length=320, description="Numeric subscriber id or e-mail address."),
 ]
-TopicId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 @subscribers.post("/", status_code=status.HTTP_201_CREATED, response_model=SubscriberOut)
@@ -59,16 +58,10 @@ async def list_subscribers(
     filters = subscriber_service.SubscriberFilter(
         status=status_, tag=tag, topic_id=topic_id, email=email
     )
-    page = await subscriber_service.list_subscribers(
+    found = await subscriber_service.list_subscribers(
         session, filters, limit=limit, offset=offset, cursor=cursor
     )
-    return Page[SubscriberOut](
-        items=[SubscriberOut.model_validate(s) for s in page.items],
-        total=page.total,
-        limit=limit,
-        offset=offset,
-        next_cursor=page.next_cursor,
-    )
+    return page(found.items, found.total, limit, offset, found.next_cursor)
 
 
 @subscribers.get("/{ref}", response_model=SubscriberOut)
@@ -121,25 +114,23 @@ async def list_topics(
     session: SessionDep, _: ReadActor, limit: Limit = DEFAULT_LIMIT, offset: Offset = 0
 ) -> object:
     items, total = await topic_service.list_topics(session, limit=limit, offset=offset)
-    return Page[TopicOut](
-        items=[TopicOut.model_validate(t) for t in items], total=total, limit=limit, offset=offset
-    )
+    return page(items, total, limit, offset)
 
 
 @topics.get("/{topic_id}", response_model=TopicOut)
-async def get_topic(topic_id: TopicId, session: SessionDep, _: ReadActor) -> object:
+async def get_topic(topic_id: PathId, session: SessionDep, _: ReadActor) -> object:
     return await topic_service.get_topic(session, topic_id)
 
 
 @topics.patch("/{topic_id}", response_model=TopicOut)
 async def update_topic(
-    topic_id: TopicId, body: TopicUpdate, session: SessionDep, actor: WriteActor
+    topic_id: PathId, body: TopicUpdate, session: SessionDep, actor: WriteActor
 ) -> object:
     return await topic_service.update_topic(session, topic_id, body, actor.label)
 
 
 @topics.delete("/{topic_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_topic(topic_id: TopicId, session: SessionDep, actor: WriteActor) -> Response:
+async def delete_topic(topic_id: PathId, session: SessionDep, actor: WriteActor) -> Response:
     await topic_service.delete_topic(session, topic_id, actor.label)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -151,7 +142,7 @@ async def delete_topic(topic_id: TopicId, session: SessionDep, actor: WriteActor
     responses={200: {"description": "An earlier unsubscription was reactivated."}},
 )
 async def subscribe_to_topic(
-    topic_id: TopicId,
+    topic_id: PathId,
     body: TopicSubscribe,
     response: Response,
     session: SessionDep,
@@ -169,7 +160,7 @@ async def subscribe_to_topic(
 
 @topics.delete("/{topic_id}/subscribers/{ref}", response_model=TopicSubscriptionOut)
 async def unsubscribe_from_topic(
-    topic_id: TopicId, ref: SubscriberRef, session: SessionDep, actor: WriteActor
+    topic_id: PathId, ref: SubscriberRef, session: SessionDep, actor: WriteActor
 ) -> object:
     topic = await topic_service.get_topic(session, topic_id)
     subscriber = await subscriber_service.find_subscriber(session, ref)
@@ -178,7 +169,7 @@ async def unsubscribe_from_topic(
 
 @topics.get("/{topic_id}/subscribers", response_model=Page[TopicMemberOut])
 async def list_topic_subscribers(
-    topic_id: TopicId,
+    topic_id: PathId,
     session: SessionDep,
     _: ReadActor,
     status_: Annotated[
@@ -199,4 +190,4 @@ async def list_topic_subscribers(
         )
         for sub, member in rows
     ]
-    return Page[TopicMemberOut](items=items, total=total, limit=limit, offset=offset)
+    return page(items, total, limit, offset)

@@ -6,7 +6,7 @@ import hashlib
 import tempfile
 from typing import IO, Annotated
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 from starlette.datastructures import UploadFile
@@ -23,12 +23,11 @@ from tidings.audience.subscribers import SubscriberFilter
 from tidings.config import ensure_data_dir
 from tidings.db.ids import MAX_ID
 from tidings.deps import HttpProblem, ReadActor, SessionDep, WriteActor, get_runtime
-from tidings.pagination import DEFAULT_LIMIT, Limit, Offset
+from tidings.pagination import DEFAULT_LIMIT, Limit, Offset, PathId
 from tidings.security.models import Scope
 
 router = APIRouter(tags=["import and export"])
 
-ImportId = Annotated[int, Path(ge=1, le=MAX_ID)]
 JSONL_TYPES = (
     "application/x-ndjson",
     "application/jsonl",
@@ -147,13 +146,13 @@ async def list_imports(
 
 
 @router.get("/imports/{import_id}", response_model=ImportOut)
-async def get_import(import_id: ImportId, session: SessionDep, _: ReadActor) -> ImportOut:
+async def get_import(import_id: PathId, session: SessionDep, _: ReadActor) -> ImportOut:
     return _import_out(await importer.get_import(session, import_id))
 
 
 @router.get("/imports/{import_id}/rejections", response_model=list[ImportRejectionOut])
 async def list_rejections(
-    import_id: ImportId,
+    import_id: PathId,
     session: SessionDep,
     _: ReadActor,
     limit: Limit = DEFAULT_LIMIT,
@@ -173,7 +172,7 @@ async def list_rejections(
 
 @router.get("/imports/{import_id}/rejections.csv", response_class=StreamingResponse)
 async def download_rejections(
-    import_id: ImportId, request: Request, _: ReadActor
+    import_id: PathId, request: Request, _: ReadActor
 ) -> StreamingResponse:
     """The rows an import did not take, as `line,reason` CSV."""
     # A short session of its own: the stream below needs the (on SQLite: only) connection.

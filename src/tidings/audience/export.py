@@ -54,6 +54,11 @@ def _cell(value: object) -> str:
     return spreadsheet_safe(str(value))
 
 
+def count_records(chunk: str) -> int:
+    """CSV records in a chunk of export_csv's output (lines would count a cell's line breaks)."""
+    return sum(1 for _ in csv.reader(io.StringIO(chunk, newline="")))
+
+
 async def export_csv(
     sessions: async_sessionmaker[AsyncSession], filters: SubscriberFilter, *, with_pii: bool
 ) -> AsyncIterator[str]:

@@ -12,7 +12,7 @@ import io
 import json
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -135,14 +135,18 @@ def install_worker_cipher(keys: tuple[str, ...], hmac_key: bytes) -> None:
     _worker_cipher = PiiCipher(keys, hmac_key)
 
 
-def prepare_batch_in_worker(rows: list[RawRow], dedupe: bool) -> PreparedBatch:
+def prepare_batch_in_worker(rows: list[RawRow], dedupe: bool, upsert: bool = True) -> PreparedBatch:
     assert _worker_cipher is not None, "install_worker_cipher was not run"
-    return prepare_batch(rows, _worker_cipher, dedupe)
+    return prepare_batch(rows, _worker_cipher, dedupe, upsert)
 
 
-def prepare_batch(rows: list[RawRow], cipher: PiiCipher, dedupe: bool) -> PreparedBatch:
+def prepare_batch(
+    rows: list[RawRow], cipher: PiiCipher, dedupe: bool, upsert: bool = True
+) -> PreparedBatch:
     """Validate and encrypt rows. A repeated address keeps its first row (dedupe=True, the
-    others are rejected) or its last row (dedupe=False: a later row overrides an earlier one)."""
+    others are rejected), or (dedupe=False) is folded into one row exactly as if the rows were
+    applied one after the other, as they are when the repeat falls into a later batch: upserting,
+    a later row updates the earlier one; insert-only, the first row stays."""
     batch = PreparedBatch(last_line=rows[-1].line if rows else 0)
     by_hash: dict[str, PreparedRow] = {}
     for raw in rows:
@@ -156,10 +160,29 @@ def prepare_batch(rows: list[RawRow], cipher: PiiCipher, dedupe: bool) -> Prepar
                 batch.rejected.append((raw.line, "the address appears earlier in this file"))
                 continue
             batch.collapsed += 1
-            del by_hash[row.email_hash]  # keep file order: the later row goes to the end
+            if not upsert:
+                continue
+            # keep file order: the merged row goes to the end
+            row = _updated(by_hash.pop(row.email_hash), row)
         by_hash[row.email_hash] = row
     batch.rows = list(by_hash.values())
     return batch
+
+
+def _updated(earlier: PreparedRow, later: PreparedRow) -> PreparedRow:
+    """The earlier row as the upsert statement updates it with the later one: the address stays,
+    a given name, timezone or phone replaces, attributes merge key by key, tags are added."""
+    attributes = {**json.loads(earlier.attributes), **json.loads(later.attributes)}
+    return replace(
+        later,
+        email=earlier.email,
+        email_domain=earlier.email_domain,
+        name=later.name or earlier.name,
+        attributes=json.dumps(attributes, ensure_ascii=False, allow_nan=False),
+        tags=tuple(sorted({*earlier.tags, *later.tags})),
+        timezone=later.timezone or earlier.timezone,
+        phone=later.phone or earlier.phone,
+    )
 
 
 def prepare_row(raw: RawRow, cipher: PiiCipher) -> PreparedRow:

@@ -13,9 +13,11 @@ import hashlib
 import io
 import json
 import multiprocessing
+import sqlite3
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -36,11 +38,12 @@ from tidings.audience.import_rows import (
 from tidings.audience.models import ImportJob, ImportRejection, ImportStatus, Topic
 from tidings.db.engine import Database
 from tidings.db.types import UTCDateTime, utcnow
-from tidings.errors import NotFound, RuleViolation
+from tidings.errors import Conflict, NotFound, RuleViolation
 from tidings.security.audit import record_audit
 from tidings.security.crypto import PiiCipher
 
 ImportMode = Literal["insert", "upsert"]
+IMPORT_LOCK_BASE = 8_000_000_000  # advisory-lock key space of import jobs (migrations use another)
 BATCH_SIZE = 5_000
 SUPPRESSED = "the address is suppressed (unsubscribed, bounced, complained or erased)"
 REPEATED = "the address appears earlier in this file"
@@ -108,15 +111,18 @@ async def start_import(
     """A new import job, or the unfinished one for the same file and options (to resume)."""
     await _check_topics(session, options.topic_ids)
     if checksum is not None:
-        unfinished = await session.scalar(
+        unfinished = await session.scalars(
             select(ImportJob)
             .where(ImportJob.checksum == checksum, ImportJob.status != ImportStatus.done.value)
             .order_by(ImportJob.id.desc())
         )
-        if unfinished is not None and unfinished.options == options.as_json():
-            unfinished.status = ImportStatus.running.value
-            await session.commit()
-            return unfinished
+        # The newest with the same options: another unfinished run of the file with other
+        # options must not hide it (that restarted the import from its first line).
+        for candidate in unfinished.all():
+            if candidate.options == options.as_json():
+                candidate.status = ImportStatus.running.value
+                await session.commit()
+                return candidate
     job = ImportJob(
         source=source[:255],
         checksum=checksum,
@@ -158,20 +164,59 @@ async def run_import(
         failed=job.failed,
     )
     batches = _raw_batches(read_rows(stream, options.file_format), job.lines_done)
-    executor = _executor(workers, cipher)
-    try:
-        async for batch in _prepared(batches, executor, cipher, options.dedupe, workers):
-            async with database.engine.connect() as connection:
-                await _apply_batch(connection, database.dialect, job.id, batch, options, progress)
-            on_progress(progress)
-    finally:
-        if executor is not None:
-            executor.shutdown(cancel_futures=True)
+    upsert = options.mode == "upsert"
+    async with _only_runner(database, job.id):
+        executor = _executor(workers, cipher)
+        try:
+            async for batch in _prepared(
+                batches, executor, cipher, options.dedupe, upsert, workers
+            ):
+                async with database.engine.connect() as connection:
+                    await _apply_batch(
+                        connection, database.dialect, job.id, batch, options, progress
+                    )
+                on_progress(progress)
+        except Exception:
+            await _finish(database, job.id, ImportStatus.failed)
+            raise
+        finally:
+            if executor is not None:
+                executor.shutdown(cancel_futures=True)
+        return await _finish(database, job.id, ImportStatus.done)
+
+
+async def _finish(database: Database, job_id: int, status: ImportStatus) -> ImportJob:
     async with database.sessions() as session:
-        finished = await get_import(session, job.id)
-        finished.status, finished.finished_at = ImportStatus.done.value, utcnow()
+        job = await get_import(session, job_id)
+        job.status = status.value
+        if status == ImportStatus.done:
+            job.finished_at = utcnow()
         await session.commit()
-        return finished
+        return job
+
+
+class ImportAlreadyRunning(Conflict):
+    code = "import_running"
+
+
+@asynccontextmanager
+async def _only_runner(database: Database, job_id: int) -> AsyncIterator[None]:
+    """On PostgreSQL, hold an advisory lock on the job while it runs, so two processes that
+    resume the same file at once do not both import it. (SQLite is one process.)"""
+    if database.dialect != "postgresql":
+        yield
+        return
+    async with database.engine.connect() as connection:
+        key = IMPORT_LOCK_BASE + job_id
+        locked = await connection.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": key})
+        await connection.commit()
+        if not locked:
+            raise ImportAlreadyRunning(f"import {job_id} of this file is running right now")
+        try:
+            yield
+        finally:
+            await connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            await connection.commit()
 
 
 def _raw_batches(
@@ -205,17 +250,18 @@ async def _prepared(
     executor: Executor | None,
     cipher: PiiCipher,
     dedupe: bool,
+    upsert: bool,
     workers: int,
 ) -> Any:
     """Prepared batches in file order; with workers, several are prepared ahead in parallel."""
     if executor is None:
         for good, bad in batches:
-            batch = await asyncio.to_thread(prepare_batch, good, cipher, dedupe)
+            batch = await asyncio.to_thread(prepare_batch, good, cipher, dedupe, upsert)
             yield _with_unparsed(batch, bad)
         return
     pending: deque[tuple[Future[PreparedBatch], list[tuple[int, str]]]] = deque()
     for good, bad in batches:
-        pending.append((executor.submit(prepare_batch_in_worker, good, dedupe), bad))
+        pending.append((executor.submit(prepare_batch_in_worker, good, dedupe, upsert), bad))
         if len(pending) > workers + 1:
             future, unparsed = pending.popleft()
             yield _with_unparsed(await asyncio.wrap_future(future), unparsed)
@@ -410,16 +456,27 @@ class _Statements:
 
 # SQLite has no shallow JSON merge (json_patch merges recursively and deletes on null), so the
 # object is rebuilt from the old keys the file does not name plus the file's keys.
-_SQLITE_SHALLOW_MERGE = """(
-    SELECT json_group_object(key, CASE
-        WHEN type IN ('object', 'array') THEN json(value)
-        WHEN type IN ('true', 'false', 'null') THEN json(type)
-        ELSE value END)
-    FROM (
-        SELECT key, value, type FROM json_each(subscribers.attributes)
+# Each value is copied as its JSON text (`doc -> fullkey`): json_each's `value` turns numbers into
+# doubles (0.30000000000000004 became 0.3, 2**70 became 1.18059162071741e+21). The fallback is
+# for keys `->` cannot address (a '"' in the key) and for SQLite before 3.38, which has no `->`.
+_SQLITE_JSON_TEXT = """CASE WHEN type = 'text' THEN json_quote(value)
+    WHEN type IN ('true', 'false', 'null') THEN type ELSE CAST(value AS TEXT) END"""
+
+
+def _sqlite_json_text(document: str) -> str:
+    if sqlite3.sqlite_version_info < (3, 38):
+        return _SQLITE_JSON_TEXT
+    return f"COALESCE({document} -> fullkey, {_SQLITE_JSON_TEXT})"
+
+
+_SQLITE_SHALLOW_MERGE = f"""(
+    SELECT json_group_object(key, json(value)) FROM (
+        SELECT key, {_sqlite_json_text("subscribers.attributes")} AS value
+        FROM json_each(subscribers.attributes)
         WHERE key NOT IN (SELECT key FROM json_each(excluded.attributes))
         UNION ALL
-        SELECT key, value, type FROM json_each(excluded.attributes)))"""
+        SELECT key, {_sqlite_json_text("excluded.attributes")} AS value
+        FROM json_each(excluded.attributes)))"""
 
 # Tags sorted by code point, as Python sorts them (TagList stores them so).
 _POSTGRES_TAG_UNION = """CASE WHEN cardinality(excluded.tags) = 0 THEN subscribers.tags ELSE

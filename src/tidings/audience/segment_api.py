@@ -10,13 +10,10 @@ from tidings.audience import segments as segment_service
 from tidings.audience.schemas import SegmentCount, SegmentOut, SegmentWrite, SubscriberOut
 from tidings.audience.segment_rules import Condition, Rule
 from tidings.audience.subscribers import SubscriberFilter, list_subscribers
-from tidings.db.ids import MAX_ID
 from tidings.deps import ReadActor, SessionDep, WriteActor
-from tidings.pagination import DEFAULT_LIMIT, Cursor, Limit, Offset, Page
+from tidings.pagination import DEFAULT_LIMIT, Cursor, Limit, Offset, Page, PathId, page
 
 router = APIRouter(tags=["segments"])
-
-SegmentId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 @router.post("/segments", status_code=status.HTTP_201_CREATED, response_model=SegmentOut)
@@ -30,31 +27,29 @@ async def list_segments(
     session: SessionDep, _: ReadActor, limit: Limit = DEFAULT_LIMIT, offset: Offset = 0
 ) -> object:
     items, total = await segment_service.list_segments(session, limit=limit, offset=offset)
-    return Page[SegmentOut](
-        items=[SegmentOut.model_validate(s) for s in items], total=total, limit=limit, offset=offset
-    )
+    return page(items, total, limit, offset)
 
 
 @router.get("/segments/{segment_id}", response_model=SegmentOut)
-async def get_segment(segment_id: SegmentId, session: SessionDep, _: ReadActor) -> object:
+async def get_segment(segment_id: PathId, session: SessionDep, _: ReadActor) -> object:
     return await segment_service.get_segment(session, segment_id)
 
 
 @router.put("/segments/{segment_id}", response_model=SegmentOut)
 async def replace_segment(
-    segment_id: SegmentId, body: SegmentWrite, session: SessionDep, actor: WriteActor
+    segment_id: PathId, body: SegmentWrite, session: SessionDep, actor: WriteActor
 ) -> object:
     return await segment_service.replace_segment(session, segment_id, body, actor.label)
 
 
 @router.delete("/segments/{segment_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_segment(segment_id: SegmentId, session: SessionDep, actor: WriteActor) -> Response:
+async def delete_segment(segment_id: PathId, session: SessionDep, actor: WriteActor) -> Response:
     await segment_service.delete_segment(session, segment_id, actor.label)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/segments/{segment_id}/count", response_model=SegmentCount)
-async def count_segment(segment_id: SegmentId, session: SessionDep, _: ReadActor) -> object:
+async def count_segment(segment_id: PathId, session: SessionDep, _: ReadActor) -> object:
     """How many subscribers match the rule right now (any status)."""
     segment = await segment_service.get_segment(session, segment_id)
     count = await segment_service.count_matching(session, segment_service.segment_rule(segment))
@@ -63,7 +58,7 @@ async def count_segment(segment_id: SegmentId, session: SessionDep, _: ReadActor
 
 @router.get("/segments/{segment_id}/subscribers", response_model=Page[SubscriberOut])
 async def segment_subscribers(
-    segment_id: SegmentId,
+    segment_id: PathId,
     session: SessionDep,
     _: ReadActor,
     limit: Limit = DEFAULT_LIMIT,
@@ -97,14 +92,8 @@ async def subscribers_in_segment(
 
 async def _members(
     session: SessionDep, rule: Rule, limit: int, offset: int, cursor: str | None
-) -> Page[SubscriberOut]:
-    page = await list_subscribers(
+) -> dict[str, object]:
+    found = await list_subscribers(
         session, SubscriberFilter(rule=rule), limit=limit, offset=offset, cursor=cursor
     )
-    return Page[SubscriberOut](
-        items=[SubscriberOut.model_validate(s) for s in page.items],
-        total=page.total,
-        limit=limit,
-        offset=offset,
-        next_cursor=page.next_cursor,
-    )
+    return page(found.items, found.total, limit, offset, found.next_cursor)

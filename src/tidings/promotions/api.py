@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Query, status
 
 from tidings.db.ids import MAX_ID
 from tidings.deps import ReadActor, SessionDep, WriteActor
 from tidings.errors import RuleViolation
-from tidings.pagination import DEFAULT_LIMIT, Limit, Offset, Page
+from tidings.pagination import DEFAULT_LIMIT, Limit, Offset, Page, PathId, page
 from tidings.promotions import service
 from tidings.promotions.models import PromotionStatus, PromotionSubscription
 from tidings.promotions.schemas import (
@@ -24,7 +24,6 @@ from tidings.promotions.schemas import (
 promotions = APIRouter(prefix="/promotions", tags=["promotions"])
 subscriptions = APIRouter(prefix="/subscriptions", tags=["promotions"])
 
-ItemId = Annotated[int, Path(ge=1, le=MAX_ID)]
 OptionalId = Annotated[int | None, Query(ge=1, le=MAX_ID)]
 
 
@@ -45,22 +44,17 @@ async def list_promotions(
     items, total = await service.list_promotions(
         session, status=status_, limit=limit, offset=offset
     )
-    return Page[PromotionOut](
-        items=[PromotionOut.model_validate(p) for p in items],
-        total=total,
-        limit=limit,
-        offset=offset,
-    )
+    return page(items, total, limit, offset)
 
 
 @promotions.get("/{promotion_id}", response_model=PromotionOut)
-async def get_promotion(promotion_id: ItemId, session: SessionDep, _: ReadActor) -> object:
+async def get_promotion(promotion_id: PathId, session: SessionDep, _: ReadActor) -> object:
     return await service.get_promotion(session, promotion_id)
 
 
 @promotions.patch("/{promotion_id}", response_model=PromotionOut)
 async def update_promotion(
-    promotion_id: ItemId, body: PromotionUpdate, session: SessionDep, actor: WriteActor
+    promotion_id: PathId, body: PromotionUpdate, session: SessionDep, actor: WriteActor
 ) -> object:
     """Draft: every field may change. Active: name and description only. Ended: nothing."""
     return await service.update_promotion(session, promotion_id, body, actor.label)
@@ -68,7 +62,7 @@ async def update_promotion(
 
 @promotions.post("/{promotion_id}/status", response_model=PromotionOut)
 async def change_status(
-    promotion_id: ItemId, body: StatusChange, session: SessionDep, actor: WriteActor
+    promotion_id: PathId, body: StatusChange, session: SessionDep, actor: WriteActor
 ) -> object:
     """One step along draft → active → ended; never back, never skipping."""
     return await service.change_promotion_status(session, promotion_id, body.status, actor.label)
@@ -120,14 +114,12 @@ async def list_subscriptions(
     rows, total = await service.list_promotion_subscriptions(
         session, filters, limit=limit, offset=offset
     )
-    return Page[PromotionSubscriptionOut](
-        items=[_subscription_out(r) for r in rows], total=total, limit=limit, offset=offset
-    )
+    return page([_subscription_out(r) for r in rows], total, limit, offset)
 
 
 @subscriptions.patch("/{subscription_id}/deactivate", response_model=PromotionSubscriptionOut)
 async def deactivate_subscription(
-    subscription_id: ItemId, session: SessionDep, actor: WriteActor
+    subscription_id: PathId, session: SessionDep, actor: WriteActor
 ) -> object:
     """Soft delete: the subscription stays on record as inactive."""
     row = await service.deactivate_promotion_subscription(session, subscription_id, actor.label)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 08:42:48.188074
+Create Date: 2026-11-25 09:01:41.665299
 """
 
 from collections.abc import Sequence
@@ -294,8 +294,14 @@ def upgrade() -> None:
             unique=False,
         )
 
+    # PostgreSQL only (autogenerate runs on SQLite and leaves it out): tag lookups (&&) on text[].
+    if op.get_bind().dialect.name == "postgresql":
+        op.create_index("ix_subscribers_tags", "subscribers", ["tags"], postgresql_using="gin")
+
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.drop_index("ix_subscribers_tags", table_name="subscribers")
 
     with op.batch_alter_table("topic_subscriptions", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_topic_subscriptions_topic_id_status"))
