@@ -192,7 +192,7 @@ async def download_rejections(
 async def seed(
     request: Request,
     actor: WriteActor,
-    subscribers: Annotated[int, Query(ge=1, le=100_000)] = 3000,
+    subscribers: Annotated[int, Query(ge=1, le=5000, description="More: `tidings demo`.")] = 3000,
 ) -> DemoOut:
     """Seed 003: fill the audience with demo data (topics, tagged subscribers, promotions in
     every state, segments). Idempotent: a second call updates the same demo rows."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from tidings.audience import segments as segment_service
 from tidings.audience.schemas import SegmentCount, SegmentOut, SegmentWrite, SubscriberOut
@@ -91,7 +92,7 @@ async def subscribers_in_segment(
 
 
 async def _members(
-    session: SessionDep, rule: Rule, limit: int, offset: int, cursor: str | None
+    session: AsyncSession, rule: Rule, limit: int, offset: int, cursor: str | None
 ) -> dict[str, object]:
     found = await list_subscribers(
         session, SubscriberFilter(rule=rule), limit=limit, offset=offset, cursor=cursor
