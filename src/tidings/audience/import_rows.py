@@ -11,6 +11,9 @@ import csv
 import io
 import json
 import math
+import os
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -130,9 +133,18 @@ _worker_cipher: PiiCipher | None = None
 
 
 def install_worker_cipher(keys: tuple[str, ...], hmac_key: bytes) -> None:
-    """Process-pool initializer: each worker builds its own cipher once."""
+    """Process-pool initializer: each worker builds its own cipher once, and exits by itself
+    if the importing process dies (a SIGKILL gives the pool no chance to stop its workers)."""
     global _worker_cipher
     _worker_cipher = PiiCipher(keys, hmac_key)
+    parent = os.getppid()
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(1)
 
 
 def prepare_batch_in_worker(rows: list[RawRow], dedupe: bool, upsert: bool = True) -> PreparedBatch:

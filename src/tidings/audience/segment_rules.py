@@ -36,11 +36,11 @@ from sqlalchemy import (
     case,
     cast,
     exists,
-    false,
     func,
     not_,
     or_,
     select,
+    true,
     type_coerce,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -256,14 +256,10 @@ class _RuleCompiler:
         if isinstance(rule, AnyOf):
             return or_(*(self.compile(r) for r in rule.rules))
         if isinstance(rule, Not):
-            return not_(self.compile(rule.rule))
-        return self.leaf(rule)
-
-    def leaf(self, c: Condition) -> ColumnElement[bool]:
-        """A condition that is never NULL, so that "not" is the exact complement of its rule."""
-        if c.op == "ne":
-            return not_(self.leaf(Condition(c.field, "eq", c.value, c.path)))
-        return func.coalesce(self.condition(c), false())
+            return _complement(self.compile(rule.rule))
+        if rule.op == "ne":
+            return _complement(self.condition(Condition(rule.field, "eq", rule.value, rule.path)))
+        return self.condition(rule)
 
     def condition(self, c: Condition) -> ColumnElement[bool]:
         if c.field == "attributes":
@@ -370,6 +366,15 @@ class _RuleCompiler:
         # PostgreSQL would order strings by the database's collation; Python and SQLite order
         # them by code point, which "C" gives.
         return text.collate("C") if self.dialect == "postgresql" else text
+
+
+def _complement(condition: ColumnElement[bool]) -> ColumnElement[bool]:
+    """NOT that treats NULL ("unknown", e.g. a missing attribute) as false, as WHERE does.
+
+    Conditions stay bare elsewhere (no COALESCE around them), so indexes can serve them.
+    """
+    complement: ColumnElement[bool] = condition.is_not(true())
+    return complement
 
 
 class _SqliteJson:
