@@ -305,8 +305,8 @@ async def _apply_batch(
         await connection.execute(
             _sql(sql.upsert if upsert else sql.insert), {"job": job_id, "now": now}
         )
-        await connection.execute(_sql(sql.find_inserted))
-        if options.topic_ids:
+        if options.topic_ids:  # only topics need the new rows' ids
+            await connection.execute(_sql(sql.find_inserted))
             await connection.execute(
                 _sql(sql.subscribe_topics), {"topic_ids": list(options.topic_ids), "now": now}
             )
@@ -492,7 +492,7 @@ async def rejections_csv(
     sessions: async_sessionmaker[AsyncSession], import_id: int, page: int = 5000
 ) -> AsyncIterator[str]:
     """The import's rejected lines as CSV, streamed a page at a time."""
-    yield "line,reason\n"
+    yield "line,reason\r\n"  # the csv module's line ending, as in the rows below
     last_line = 0
     while True:
         async with sessions() as session:
