@@ -19,7 +19,6 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 PII_COLUMNS = ["email", "phone"]
 PSEUDONYMOUS_COLUMNS = ["email_hash"]
 COMMON_COLUMNS = [
-    "id",
     "email_domain",
     "name",
     "status",
@@ -35,7 +34,7 @@ COMMON_COLUMNS = [
 
 def export_columns(with_pii: bool) -> list[str]:
     """Admins get addresses and phone numbers; everyone else a pseudonymous blind index."""
-    return ["id", *(PII_COLUMNS if with_pii else PSEUDONYMOUS_COLUMNS), *COMMON_COLUMNS[1:]]
+    return ["id", *(PII_COLUMNS if with_pii else PSEUDONYMOUS_COLUMNS), *COMMON_COLUMNS]
 
 
 def spreadsheet_safe(value: str) -> str:
