@@ -37,6 +37,7 @@ from tidings.audience.import_rows import (
 )
 from tidings.audience.models import ImportJob, ImportRejection, ImportStatus, Topic
 from tidings.db.engine import Database
+from tidings.db.ids import get_by_id
 from tidings.db.types import UTCDateTime, utcnow
 from tidings.errors import Conflict, NotFound, RuleViolation
 from tidings.security.audit import record_audit
@@ -99,7 +100,7 @@ def file_checksum(path: Path) -> str:
 
 
 async def get_import(session: AsyncSession, import_id: int) -> ImportJob:
-    job = await session.get(ImportJob, import_id) if 0 < import_id < 2**63 else None
+    job = await get_by_id(session, ImportJob, import_id)
     if job is None:
         raise ImportNotFound(f"no import with id {import_id}")
     return job

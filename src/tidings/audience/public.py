@@ -25,6 +25,7 @@ from tidings.audience.schemas import SubscriberCreate
 from tidings.audience.subscribers import create_subscriber, email_fields
 from tidings.audience.topics import TopicNotFound, subscribe_to_topic
 from tidings.config import Settings
+from tidings.db.ids import get_by_id
 from tidings.db.types import utcnow
 from tidings.security.audit import record_audit
 from tidings.security.tokens import InvalidToken, TokenSigner
@@ -42,7 +43,7 @@ class SignupOutcome(enum.StrEnum):
 
 
 async def public_topic(session: AsyncSession, topic_id: int) -> Topic:
-    topic = await session.get(Topic, topic_id) if 0 < topic_id < 2**63 else None
+    topic = await get_by_id(session, Topic, topic_id)
     if topic is None or not topic.is_public:
         raise TopicNotFound(f"no public topic with id {topic_id}")
     return topic

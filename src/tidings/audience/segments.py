@@ -9,7 +9,7 @@ from tidings.audience.models import Segment, Subscriber
 from tidings.audience.schemas import SegmentWrite
 from tidings.audience.segment_rules import Rule, compile_rule, parse_rule
 from tidings.db.errors import flush_unique
-from tidings.db.ids import MAX_ID
+from tidings.db.ids import get_by_id
 from tidings.db.types import utcnow
 from tidings.errors import Conflict, NotFound
 from tidings.security.audit import record_audit
@@ -24,7 +24,7 @@ class DuplicateSegment(Conflict):
 
 
 async def get_segment(session: AsyncSession, segment_id: int) -> Segment:
-    segment = await session.get(Segment, segment_id) if 0 < segment_id <= MAX_ID else None
+    segment = await get_by_id(session, Segment, segment_id)
     if segment is None:
         raise SegmentNotFound(f"no segment with id {segment_id}")
     return segment

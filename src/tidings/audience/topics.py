@@ -17,7 +17,7 @@ from tidings.audience.models import (
 )
 from tidings.audience.schemas import TopicCreate, TopicUpdate
 from tidings.db.errors import flush_unique
-from tidings.db.ids import MAX_ID
+from tidings.db.ids import get_by_id
 from tidings.db.types import utcnow
 from tidings.errors import Conflict, NotFound
 from tidings.security.audit import record_audit
@@ -46,7 +46,7 @@ class TopicSubscriptionResult:
 
 
 async def get_topic(session: AsyncSession, topic_id: int) -> Topic:
-    topic = await session.get(Topic, topic_id) if 0 < topic_id <= MAX_ID else None
+    topic = await get_by_id(session, Topic, topic_id)
     if topic is None:
         raise TopicNotFound(f"no topic with id {topic_id}")
     return topic

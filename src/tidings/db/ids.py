@@ -1,6 +1,17 @@
 """Primary key type: BIGINT on PostgreSQL, INTEGER (the rowid alias) on SQLite."""
 
+from typing import TypeVar
+
 from sqlalchemy import BigInteger, Integer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+T = TypeVar("T")
 
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 MAX_ID = 2**63 - 1
+
+
+async def get_by_id(session: AsyncSession, model: type[T], row_id: int) -> T | None:
+    """The row with that primary key, or None. An id outside BIGINT's range simply does not
+    exist (PostgreSQL would refuse it as a parameter)."""
+    return await session.get(model, row_id) if 0 < row_id <= MAX_ID else None

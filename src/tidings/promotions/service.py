@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tidings.audience.subscribers import find_subscriber
 from tidings.db.errors import flush_unique
-from tidings.db.ids import MAX_ID
+from tidings.db.ids import get_by_id
 from tidings.db.types import utcnow
 from tidings.errors import Conflict, NotFound, RuleViolation
 from tidings.promotions.models import Promotion, PromotionStatus, PromotionSubscription
@@ -97,7 +97,7 @@ def check_time_range(start_at: datetime, end_at: datetime) -> None:
 
 
 async def get_promotion(session: AsyncSession, promotion_id: int) -> Promotion:
-    promotion = await session.get(Promotion, promotion_id) if 0 < promotion_id <= MAX_ID else None
+    promotion = await get_by_id(session, Promotion, promotion_id)
     if promotion is None:
         raise PromotionNotFound(f"no promotion with id {promotion_id}")
     return promotion
@@ -232,11 +232,7 @@ async def deactivate_promotion_subscription(
     session: AsyncSession, subscription_id: int, actor: str
 ) -> PromotionSubscription:
     """Soft delete: the row stays for history, marked inactive with a timestamp."""
-    subscription = (
-        await session.get(PromotionSubscription, subscription_id)
-        if 0 < subscription_id <= MAX_ID
-        else None
-    )
+    subscription = await get_by_id(session, PromotionSubscription, subscription_id)
     if subscription is None:
         raise SubscriptionNotFound(f"no subscription with id {subscription_id}")
     if not subscription.is_active:
