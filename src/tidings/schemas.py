@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
 
 from tidings.db.types import as_utc
-
-MAX_JSON_DEPTH = 8
+from tidings.storable import check_storable
 
 
 def _to_utc(value: datetime) -> datetime:
@@ -33,29 +31,3 @@ class ApiModel(BaseModel):
         for name in type(self).model_fields:
             check_storable(getattr(self, name), name)
         return self
-
-
-def check_storable(value: Any, where: str, depth: int = 0) -> None:
-    """Refuse NUL characters (PostgreSQL text cannot hold them), NaN/Infinity and deep nesting."""
-    if depth > MAX_JSON_DEPTH:
-        raise ValueError(f"{where}: nested deeper than {MAX_JSON_DEPTH} levels")
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise ValueError(f"{where}: NUL characters are not allowed")
-        if not value.isascii():
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                raise ValueError(
-                    f"{where}: text must be valid Unicode (no lone surrogates)"
-                ) from None
-    elif isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"{where}: numbers must be finite")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            check_storable(key, where, depth + 1)
-            check_storable(item, f"{where}.{key}", depth + 1)
-    elif isinstance(value, list | tuple | set):
-        for item in value:
-            check_storable(item, where, depth + 1)

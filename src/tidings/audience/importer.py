@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import repeat
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -27,13 +27,14 @@ from sqlalchemy import BigInteger, TextClause, bindparam, insert, select, text, 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from tidings.audience.import_rows import (
+    ChunkPlan,
     FileFormat,
+    HeaderError,
     PreparedBatch,
-    RawRow,
     install_worker_cipher,
-    prepare_batch,
-    prepare_batch_in_worker,
-    read_rows,
+    prepare_chunk,
+    prepare_chunk_in_worker,
+    read_chunks,
 )
 from tidings.audience.models import ImportJob, ImportRejection, ImportStatus, Topic
 from tidings.db.engine import Database
@@ -45,7 +46,10 @@ from tidings.security.crypto import PiiCipher
 
 ImportMode = Literal["insert", "upsert"]
 IMPORT_LOCK_BASE = 8_000_000_000  # advisory-lock key space of import jobs (migrations use another)
-BATCH_SIZE = 5_000
+BATCH_SIZE = 20_000  # lines
+# The first batches are smaller, so that the database has work while the workers still prepare
+# the next ones (and a small file is not one batch prepared, then one batch written).
+FIRST_BATCH_SIZES = (2_500, 5_000, 10_000)
 SUPPRESSED = "the address is suppressed (unsubscribed, bounced, complained or erased)"
 REPEATED = "the address appears earlier in this file"
 STAGING_COLUMNS = (
@@ -164,13 +168,11 @@ async def run_import(
         skipped=job.skipped,
         failed=job.failed,
     )
-    batches = _raw_batches(read_rows(stream, options.file_format), job.lines_done)
-    upsert = options.mode == "upsert"
     async with _only_runner(database, job.id):
         executor = _executor(workers, cipher)
         try:
             async for batch in _prepared(
-                batches, executor, cipher, options.dedupe, upsert, workers
+                stream, job.lines_done, options, database.dialect, cipher, executor, workers
             ):
                 async with database.engine.connect() as connection:
                     await _apply_batch(
@@ -220,20 +222,6 @@ async def _only_runner(database: Database, job_id: int) -> AsyncIterator[None]:
             await connection.commit()
 
 
-def _raw_batches(
-    rows: Iterator[RawRow | tuple[int, str]], skip_through: int
-) -> Iterator[tuple[list[RawRow], list[tuple[int, str]]]]:
-    """Groups of up to BATCH_SIZE rows, with the lines that did not even parse."""
-    while True:
-        chunk = list(islice(rows, BATCH_SIZE))
-        if not chunk:
-            return
-        good = [r for r in chunk if isinstance(r, RawRow) and r.line > skip_through]
-        bad = [r for r in chunk if isinstance(r, tuple) and r[0] > skip_through]
-        if good or bad:
-            yield good, bad
-
-
 def _executor(workers: int, cipher: PiiCipher) -> Executor | None:
     if workers <= 0:
         return None
@@ -246,35 +234,48 @@ def _executor(workers: int, cipher: PiiCipher) -> Executor | None:
     )
 
 
+def _batch_sizes() -> Iterator[int]:
+    for size in FIRST_BATCH_SIZES:
+        yield min(size, BATCH_SIZE)
+    yield from repeat(BATCH_SIZE)
+
+
 async def _prepared(
-    batches: Iterator[tuple[list[RawRow], list[tuple[int, str]]]],
-    executor: Executor | None,
+    stream: IO[bytes],
+    skip_through: int,
+    options: ImportOptions,
+    dialect: str,
     cipher: PiiCipher,
-    dedupe: bool,
-    upsert: bool,
+    executor: Executor | None,
     workers: int,
-) -> Any:
+) -> AsyncIterator[PreparedBatch]:
     """Prepared batches in file order; with workers, several are prepared ahead in parallel."""
-    if executor is None:
-        for good, bad in batches:
-            batch = await asyncio.to_thread(prepare_batch, good, cipher, dedupe, upsert)
-            yield _with_unparsed(batch, bad)
+    try:
+        header, chunks = read_chunks(stream, options.file_format, _batch_sizes())
+    except HeaderError as exc:
+        if skip_through < 1:
+            yield PreparedBatch(rejected=[(1, str(exc))], last_line=1)
         return
-    pending: deque[tuple[Future[PreparedBatch], list[tuple[int, str]]]] = deque()
-    for good, bad in batches:
-        pending.append((executor.submit(prepare_batch_in_worker, good, dedupe, upsert), bad))
+    plan = ChunkPlan(
+        file_format=options.file_format,
+        header=header,
+        dedupe=options.dedupe,
+        upsert=options.mode == "upsert",
+        skip_through=skip_through,
+        for_copy=dialect == "postgresql",
+    )
+    todo = (chunk for chunk in chunks if chunk.last_line > skip_through)
+    if executor is None:
+        for chunk in todo:
+            yield await asyncio.to_thread(prepare_chunk, chunk, plan, cipher)
+        return
+    pending: deque[Future[PreparedBatch]] = deque()
+    for chunk in todo:
+        pending.append(executor.submit(prepare_chunk_in_worker, chunk, plan))
         if len(pending) > workers + 1:
-            future, unparsed = pending.popleft()
-            yield _with_unparsed(await asyncio.wrap_future(future), unparsed)
+            yield await asyncio.wrap_future(pending.popleft())
     while pending:
-        future, unparsed = pending.popleft()
-        yield _with_unparsed(await asyncio.wrap_future(future), unparsed)
-
-
-def _with_unparsed(batch: PreparedBatch, unparsed: list[tuple[int, str]]) -> PreparedBatch:
-    batch.rejected.extend(unparsed)
-    batch.last_line = max([batch.last_line, *(line for line, _ in unparsed)])
-    return batch
+        yield await asyncio.wrap_future(pending.popleft())
 
 
 # --- applying one batch ------------------------------------------------------------------------
@@ -288,29 +289,17 @@ async def _apply_batch(
     options: ImportOptions,
     progress: Progress,
 ) -> None:
-    sql = _Statements(dialect)
-    now = utcnow()
-    upsert = options.mode == "upsert"
+    sql = _Statements(dialect, options)
+    params = {"job": job_id, "now": utcnow(), "topic_ids": list(options.topic_ids)}
     async with connection.begin():
-        await connection.execute(_sql(sql.create_staging))
-        await connection.execute(_sql(sql.empty_staging))
+        for statement in sql.begin:
+            await connection.execute(_sql(statement))
         await _load_staging(connection, dialect, batch)
         rejected = list(batch.rejected)
         suppressed = await connection.execute(_sql(sql.drop_suppressed))
         rejected += [(line, SUPPRESSED) for (line,) in suppressed]
-        await connection.execute(_sql(sql.find_existing))
-        if options.dedupe:
-            repeated = await connection.execute(_sql(sql.drop_repeated), {"job": job_id})
-            rejected += [(line, REPEATED) for (line,) in repeated]
-        existing, total = (await connection.execute(_sql(sql.count_existing))).one()
-        await connection.execute(
-            _sql(sql.upsert if upsert else sql.insert), {"job": job_id, "now": now}
-        )
-        if options.topic_ids:  # only topics need the new rows' ids
-            await connection.execute(_sql(sql.find_inserted))
-            await connection.execute(
-                _sql(sql.subscribe_topics), {"topic_ids": list(options.topic_ids), "now": now}
-            )
+        written = await _write(connection, sql, params, options.dedupe)
+        rejected += [(line, REPEATED) for line in written.repeated]
         if rejected:
             await connection.execute(
                 insert(ImportRejection),
@@ -319,9 +308,10 @@ async def _apply_batch(
                     for line, reason in rejected
                 ],
             )
-        progress.inserted += total - existing
-        progress.updated += existing if upsert else 0
-        progress.skipped += batch.collapsed + (0 if upsert else existing)
+        upsert = options.mode == "upsert"
+        progress.inserted += written.inserted
+        progress.updated += written.existing if upsert else 0
+        progress.skipped += batch.collapsed + (0 if upsert else written.existing)
         progress.failed += len(rejected)
         progress.lines = batch.last_line
         await connection.execute(
@@ -333,42 +323,58 @@ async def _apply_batch(
                 updated=progress.updated,
                 skipped=progress.skipped,
                 failed=progress.failed,
-                updated_at=now,
+                updated_at=params["now"],
             )
         )
 
 
+@dataclass(frozen=True)
+class _Written:
+    inserted: int
+    existing: int  # rows that were already subscribers: updated (upsert) or skipped (insert)
+    repeated: list[int]  # lines whose address an earlier batch of this import wrote
+
+
+async def _write(
+    connection: AsyncConnection, sql: _Statements, params: dict[str, Any], dedupe: bool
+) -> _Written:
+    """Write the staged rows into subscribers (and topics)."""
+    if sql.write_and_count is not None:  # PostgreSQL: one statement does it all
+        inserted, existing, repeated = (
+            await connection.execute(_sql(sql.write_and_count), params)
+        ).one()
+        return _Written(inserted, existing, repeated or [])
+    repeated = []
+    if dedupe:
+        repeated = [line for (line,) in await connection.execute(_sql(sql.drop_repeated), params)]
+    existing, total = (await connection.execute(_sql(sql.count_existing))).one()
+    await connection.execute(_sql(sql.write), params)
+    if params["topic_ids"]:
+        await connection.execute(_sql(sql.subscribe_topics), params)
+    return _Written(total - existing, existing, repeated)
+
+
 async def _load_staging(connection: AsyncConnection, dialect: str, batch: PreparedBatch) -> None:
-    pg = dialect == "postgresql"
-    records = [
-        (
-            r.line,
-            r.email_hash,
-            r.email,
-            r.email_domain,
-            r.name,
-            r.attributes,
-            list(r.tags) if pg else json.dumps(r.tags),
-            r.timezone,
-            r.phone,
-        )
-        for r in batch.rows
-    ]
-    if not records:
+    if not batch.staged:
         return
-    if pg:
+    if dialect == "postgresql":
+        # COPY (the fastest way into PostgreSQL, in the same transaction as the rest) of the text
+        # the worker made: this process does no per-row work.
         raw = await connection.get_raw_connection()
-        # COPY: the fastest way into PostgreSQL, in the same transaction as the rest.
-        await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
-            "import_staging", records=records, columns=STAGING_COLUMNS
+        await raw.driver_connection.copy_to_table(  # type: ignore[union-attr]
+            "import_staging", source=_single(batch.copy_data), columns=STAGING_COLUMNS
         )
         return
     columns = ", ".join(STAGING_COLUMNS)
     values = ", ".join(f":{c}" for c in STAGING_COLUMNS)
     await connection.execute(
         text(f"INSERT INTO import_staging ({columns}) VALUES ({values})"),
-        [dict(zip(STAGING_COLUMNS, record, strict=True)) for record in records],
+        [{**row._asdict(), "tags": json.dumps(row.tags)} for row in batch.rows],
     )
+
+
+async def _single(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 def _sql(statement: str) -> TextClause:
@@ -383,75 +389,122 @@ def _sql(statement: str) -> TextClause:
 
 class _Statements:
     """The few statements of an import batch. Where the two databases differ (JSON functions,
-    COPY), the difference is spelled out here and nowhere else.
+    COPY, counting), the difference is spelled out here and nowhere else.
 
-    Staging rows find their subscriber through correlated subqueries on the unique email_hash
-    index: one index probe per row, whatever the planner thinks of a table that grows by a
-    million rows during the import (a hash join would scan all subscribers for every batch).
+    Every row written records the import (``last_import_id``), so a later row of the same
+    address is recognized as a repeat (dedupe) whichever batch it falls into. Staging rows find
+    their subscriber through correlated subqueries on the unique email_hash index: one index
+    probe per row, whatever the planner thinks of a table that grows by a million rows during the
+    import (a hash join would scan all subscribers for every batch).
     """
 
-    def __init__(self, dialect: str) -> None:
+    def __init__(self, dialect: str, options: ImportOptions) -> None:
         pg = dialect == "postgresql"
-        json_type = "JSONB" if pg else "TEXT"
-        tags_type = "TEXT[]" if pg else "TEXT"
-        self.create_staging = f"""
-            CREATE TEMP TABLE IF NOT EXISTS import_staging (
-                line BIGINT NOT NULL, email_hash VARCHAR(64) NOT NULL, email TEXT NOT NULL,
-                email_domain VARCHAR(255) NOT NULL, name VARCHAR(200) NOT NULL,
-                attributes TEXT NOT NULL, tags {tags_type} NOT NULL, timezone VARCHAR(64),
-                phone TEXT,
-                subscriber_id BIGINT, prior_import BIGINT, status VARCHAR(16))"""
-        self.empty_staging = "TRUNCATE import_staging" if pg else "DELETE FROM import_staging"
+        self.begin = [
+            f"""CREATE TEMP TABLE IF NOT EXISTS import_staging (
+                line BIGINT NOT NULL, email_hash VARCHAR(64) {'COLLATE "C"' if pg else ""}
+                NOT NULL, email TEXT NOT NULL, email_domain VARCHAR(255) NOT NULL,
+                name VARCHAR(200) NOT NULL, attributes TEXT NOT NULL,
+                tags {"VARCHAR(64)[]" if pg else "TEXT"} NOT NULL, timezone VARCHAR(64),
+                phone TEXT)""",
+            "TRUNCATE import_staging" if pg else "DELETE FROM import_staging",
+        ]
+        if pg:
+            # A crash loses at most the last moments' batches, together with the progress
+            # committed with them, so resuming redoes exactly those: the batch need not wait
+            # for its WAL to reach the disk.
+            self.begin.append("SET LOCAL synchronous_commit TO OFF")
         self.drop_suppressed = """
             DELETE FROM import_staging WHERE (
                 SELECT 1 FROM suppressions s WHERE s.email_hash = import_staging.email_hash
             ) IS NOT NULL
             RETURNING line"""
-        self.find_existing = """
-            UPDATE import_staging SET (subscriber_id, prior_import, status) = (
-                SELECT s.id, s.last_import_id, s.status FROM subscribers s
-                WHERE s.email_hash = import_staging.email_hash)"""
-        self.drop_repeated = "DELETE FROM import_staging WHERE prior_import = :job RETURNING line"
+        self.write = self._write(pg, options)
+        # PostgreSQL writes and counts in one statement; SQLite counts with a probe per row
+        # first, and finds the rows for the topics again after the write.
+        self.write_and_count = self._write_and_count(options) if pg else None
+        self.drop_repeated = """
+            DELETE FROM import_staging WHERE (
+                SELECT s.last_import_id FROM subscribers s
+                WHERE s.email_hash = import_staging.email_hash
+            ) = :job
+            RETURNING line"""
         self.count_existing = """
-            SELECT COALESCE(SUM(CASE WHEN subscriber_id IS NULL THEN 0 ELSE 1 END), 0), COUNT(*)
+            SELECT COALESCE(SUM(CASE WHEN (
+                SELECT 1 FROM subscribers s WHERE s.email_hash = import_staging.email_hash
+            ) IS NULL THEN 0 ELSE 1 END), 0), COUNT(*)
             FROM import_staging"""
-        insert = f"""
-            INSERT INTO subscribers (email, email_hash, email_domain, name, attributes, tags,
-                timezone, phone, status, engagement_score, last_import_id, created_at, updated_at)
-            SELECT email, email_hash, email_domain, name, CAST(attributes AS {json_type}), tags,
-                timezone, phone, 'active', 0, :job, :now, :now
-            FROM import_staging WHERE {{where}} ORDER BY line
-            ON CONFLICT (email_hash) DO {{conflict}}"""
-        self.insert = insert.format(where="subscriber_id IS NULL", conflict="NOTHING")
-        # Upsert: a given name replaces, attributes merge key by key (the file's keys win),
-        # tags are added; status is never touched, so nobody is resubscribed by an import.
-        merged = "subscribers.attributes || excluded.attributes" if pg else _SQLITE_SHALLOW_MERGE
-        tags = _POSTGRES_TAG_UNION if pg else _SQLITE_TAG_UNION
-        self.upsert = insert.format(
-            where="TRUE",
-            conflict=f"""UPDATE SET
-                name = CASE WHEN excluded.name <> '' THEN excluded.name
-                            ELSE subscribers.name END,
+        self.subscribe_topics = self._subscribe_topics("import_staging")
+
+    @staticmethod
+    def _write(pg: bool, options: ImportOptions) -> str:
+        """Insert the staged rows; an address already there is updated (upsert: a given name
+        replaces, attributes merge key by key, the file's keys winning, tags are added) or only
+        marked as seen by this import (insert). Status is never touched, so nobody is
+        resubscribed by an import; with dedupe, a row already written by this import is not
+        written again."""
+        if options.mode == "upsert":
+            merged = (
+                "subscribers.attributes || excluded.attributes" if pg else _SQLITE_SHALLOW_MERGE
+            )
+            changes = f"""
+                name = CASE WHEN excluded.name <> '' THEN excluded.name ELSE subscribers.name END,
                 attributes = {merged},
-                tags = {tags},
+                tags = {_POSTGRES_TAG_UNION if pg else _SQLITE_TAG_UNION},
                 timezone = COALESCE(excluded.timezone, subscribers.timezone),
                 phone = COALESCE(excluded.phone, subscribers.phone),
                 last_import_id = excluded.last_import_id,
-                updated_at = excluded.updated_at""",
+                updated_at = excluded.updated_at"""
+        else:
+            changes = "last_import_id = excluded.last_import_id"
+        distinct = "IS DISTINCT FROM" if pg else "IS NOT"
+        unless_repeated = (
+            f"WHERE subscribers.last_import_id {distinct} excluded.last_import_id"
+            if options.dedupe
+            else ""
         )
-        self.find_inserted = """
-            UPDATE import_staging SET subscriber_id = (
-                SELECT s.id FROM subscribers s WHERE s.email_hash = import_staging.email_hash),
-                status = 'active'
-            WHERE subscriber_id IS NULL"""
-        self.subscribe_topics = """
+        return f"""
+            INSERT INTO subscribers (email, email_hash, email_domain, name, attributes, tags,
+                timezone, phone, status, engagement_score, last_import_id, created_at, updated_at)
+            SELECT email, email_hash, email_domain, name,
+                CAST(attributes AS {"JSONB" if pg else "TEXT"}), tags,
+                timezone, phone, 'active', 0, :job, :now, :now
+            FROM import_staging WHERE TRUE ORDER BY line
+            ON CONFLICT (email_hash) DO UPDATE SET {changes} {unless_repeated}"""
+
+    def _write_and_count(self, options: ImportOptions) -> str:
+        """PostgreSQL: the write, its topic subscriptions and its counts in one statement. A row
+        the write returns with ``xmax = 0`` was inserted (an updated row carries the lock of the
+        update); a staged row it does not return at all was a repeat (dedupe)."""
+        topics = (
+            f", subscribed AS ({self._subscribe_topics('written')})" if options.topic_ids else ""
+        )
+        return f"""
+            WITH written AS (
+                {self.write}
+                RETURNING id, status, email_hash, (xmax = 0) AS fresh
+            ){topics}
+            SELECT COUNT(*) FILTER (WHERE w.fresh), COUNT(*) FILTER (WHERE NOT w.fresh),
+                ARRAY_AGG(st.line ORDER BY st.line) FILTER (WHERE w.id IS NULL)
+            FROM import_staging st LEFT JOIN written w ON w.email_hash = st.email_hash"""
+
+    @staticmethod
+    def _subscribe_topics(rows: str) -> str:
+        """Subscribe the active subscribers among ``rows`` (the staging table, or the written
+        rows) to the import's topics; double opt-in topics wait for confirmation."""
+        subscriber = (
+            "JOIN subscribers s ON s.email_hash = st.email_hash" if rows == "import_staging" else ""
+        )
+        who = "s" if subscriber else "st"
+        return f"""
             INSERT INTO topic_subscriptions (topic_id, subscriber_id, status, source,
                 subscribed_at, created_at, updated_at)
-            SELECT t.id, st.subscriber_id,
+            SELECT t.id, {who}.id,
                 CASE WHEN t.optin = 'double' THEN 'pending' ELSE 'active' END,
                 'import', :now, :now, :now
-            FROM import_staging st JOIN topics t ON t.id IN :topic_ids
-            WHERE st.status = 'active'
+            FROM {rows} st {subscriber}
+            JOIN topics t ON t.id IN :topic_ids
+            WHERE {who}.status = 'active'
             ON CONFLICT (topic_id, subscriber_id) DO NOTHING"""
 
 
@@ -479,6 +532,7 @@ _SQLITE_SHALLOW_MERGE = f"""(
         SELECT key, {_sqlite_json_text("excluded.attributes")} AS value
         FROM json_each(excluded.attributes)))"""
 
+_POSTGRES_SHALLOW_MERGE = "subscribers.attributes || excluded.attributes"
 # Tags sorted by code point, as Python sorts them (TagList stores them so).
 _POSTGRES_TAG_UNION = """CASE WHEN cardinality(excluded.tags) = 0 THEN subscribers.tags ELSE
     ARRAY(SELECT t FROM (SELECT DISTINCT unnest(subscribers.tags || excluded.tags) AS t) AS u

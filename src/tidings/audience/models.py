@@ -11,7 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from tidings.db.base import POSTGRESQL_ONLY, Base, JSONType, Timestamped
 from tidings.db.ids import BigId
-from tidings.db.types import EncryptedText, TagList, UTCDateTime, utcnow
+from tidings.db.types import BlindIndex, EncryptedText, TagList, UTCDateTime, utcnow
 
 
 class SubscriberStatus(enum.StrEnum):
@@ -42,7 +42,7 @@ class Subscriber(Timestamped, Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     email: Mapped[str] = mapped_column(EncryptedText(), nullable=False)
     # HMAC-SHA256 blind index of the normalized address: the only way to find a row by e-mail.
-    email_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    email_hash: Mapped[str] = mapped_column(BlindIndex, nullable=False, unique=True)
     # The domain alone, in clear: segments and routing select by it, and it names no person.
     email_domain: Mapped[str] = mapped_column(String(255), nullable=False, index=True)
     name: Mapped[str] = mapped_column(String(200), nullable=False, default="")
@@ -120,7 +120,7 @@ class Suppression(Base):
     __tablename__ = "suppressions"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    email_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    email_hash: Mapped[str] = mapped_column(BlindIndex, nullable=False, unique=True)
     reason: Mapped[str] = mapped_column(String(16), nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
 

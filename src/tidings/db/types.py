@@ -12,6 +12,11 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from tidings.security.crypto import active_cipher
 
+# A blind index (hex HMAC-SHA256) compared byte by byte: on PostgreSQL the "C" collation makes
+# its unique index and every lookup plain memcmp instead of locale-aware comparison (the bulk
+# import probes it once or more per row). SQLite compares bytes anyway.
+BlindIndex = String(64).with_variant(String(64, collation="C"), "postgresql")
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)

@@ -7,13 +7,17 @@ and resume after a crash without re-encrypting what it already did.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import os
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 
 
@@ -83,6 +87,7 @@ class PiiCipher:
         self._fernets = {key_id(k): Fernet(k.encode()) for k in keys}
         self._multi = MultiFernet([Fernet(k.encode()) for k in keys])
         self.current_key_id = key_id(keys[0])
+        self._batch = FernetBatchEncryptor(keys[0])
         self._keys = tuple(keys)
         self._hmac_key = hmac_key
 
@@ -93,6 +98,12 @@ class PiiCipher:
     def encrypt(self, plaintext: str) -> str:
         token = self._multi.encrypt(plaintext.encode()).decode()
         return f"{self.current_key_id}:{token}"
+
+    def encrypt_many(self, plaintexts: Sequence[str]) -> list[str]:
+        """``encrypt`` for many values at once, several times faster (bulk import)."""
+        prefix = f"{self.current_key_id}:"
+        tokens = self._batch.encrypt([p.encode() for p in plaintexts])
+        return [prefix + token.decode() for token in tokens]
 
     def decrypt(self, stored: str) -> str:
         kid, _, token = stored.partition(":")
@@ -122,6 +133,48 @@ class PiiCipher:
 
     def email_hash(self, raw_email: str) -> str:
         return self.blind_index(parse_email(raw_email).index_key)
+
+
+class FernetBatchEncryptor:
+    """Fernet tokens for many plaintexts at once, byte for byte what ``Fernet.encrypt`` makes
+    (version 0x80, timestamp, random IV, AES-128-CBC with PKCS7 padding, HMAC-SHA256).
+
+    ``Fernet.encrypt`` builds a cipher, a padder and an HMAC object per value, which costs more
+    than the encryption itself. Here one AES block encryptor serves the whole batch: CBC is run as
+    its definition, C[i] = AES(P[i] xor C[i-1]) with C[-1] the IV, one AES call per block position
+    for all values together. ``Fernet.decrypt`` is the oracle of its tests.
+    """
+
+    def __init__(self, key: str) -> None:
+        raw = base64.urlsafe_b64decode(key)
+        if len(raw) != 32:
+            raise ValueError("a Fernet key is 32 url-safe base64-encoded bytes")
+        self._signing_key, self._aes = raw[:16], algorithms.AES(raw[16:])
+
+    def encrypt(self, plaintexts: Sequence[bytes]) -> list[bytes]:
+        padded = [p + bytes((16 - len(p) % 16,)) * (16 - len(p) % 16) for p in plaintexts]
+        # Longest first: the values that still have a block at any position are then a prefix.
+        order = sorted(range(len(padded)), key=lambda i: -len(padded[i]))
+        ivs = os.urandom(16 * len(padded))  # in `order`
+        block_cipher = Cipher(self._aes, modes.ECB()).encryptor()
+        columns = []  # columns[k]: the k-th ciphertext block of each value that has one, in order
+        previous = ivs
+        for offset in range(0, len(padded[order[0]]) if order else 0, 16):
+            todo = order[: sum(1 for i in order if len(padded[i]) > offset)]
+            plain = b"".join(padded[i][offset : offset + 16] for i in todo)
+            size = len(plain)
+            mixed = int.from_bytes(plain, "big") ^ int.from_bytes(previous[:size], "big")
+            previous = block_cipher.update(mixed.to_bytes(size, "big"))
+            columns.append(previous)
+        header = b"\x80" + int(time.time()).to_bytes(8, "big")
+        tokens: list[bytes] = [b""] * len(padded)
+        for rank, i in enumerate(order):
+            at = 16 * rank
+            blocks = b"".join(column[at : at + 16] for column in columns[: len(padded[i]) // 16])
+            body = header + ivs[at : at + 16] + blocks
+            mac = hmac.digest(self._signing_key, body, "sha256")
+            tokens[i] = base64.urlsafe_b64encode(body + mac)
+        return tokens
 
 
 _active: PiiCipher | None = None
