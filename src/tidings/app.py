@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,6 +22,9 @@ from tidings.audience.api import subscribers, topics
 from tidings.audience.bulk_api import router as bulk
 from tidings.audience.public_api import router as public_router
 from tidings.audience.segment_api import router as segments
+from tidings.campaigns.api import campaigns, templates_router
+from tidings.campaigns.content_api import router as content_router
+from tidings.campaigns.scheduler import run_scheduler
 from tidings.config import Settings
 from tidings.deps import get_runtime
 from tidings.errors import Conflict, NotFound, RuleViolation, TidingsError
@@ -70,9 +74,15 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             return
         opened = await open_runtime(settings or Settings())
         app.state.runtime = opened
+        stop = asyncio.Event()
+        loops = []
+        if opened.settings.scheduler:
+            loops.append(asyncio.create_task(run_scheduler(opened.database, stop)))
         try:
             yield
         finally:
+            stop.set()
+            await asyncio.gather(*loops)
             await opened.close()
 
     app = FastAPI(
@@ -97,6 +107,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(security_router)
     app.include_router(promotions)
     app.include_router(subscriptions)
+    app.include_router(campaigns)
+    app.include_router(templates_router)
+    app.include_router(content_router)
     app.add_api_route(
         "/health",
         health,

@@ -6,14 +6,10 @@ import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, NoReturn, TypeVar
+from typing import Annotated
 
 import typer
-from pydantic import ValidationError
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -31,70 +27,21 @@ from tidings.audience.importer import (
 )
 from tidings.audience.models import ImportJob, SubscriberStatus
 from tidings.audience.subscribers import SubscriberFilter
-from tidings.config import ConfigurationError, Settings
+from tidings.campaigns.cli import campaigns_app, scheduler
+from tidings.cli_support import clean_errors, console, load_settings, run_in_runtime
+from tidings.config import Settings
 from tidings.db.migrate import current_revision, upgrade_database
-from tidings.errors import TidingsError
-from tidings.logs import configure_logging
 from tidings.runtime import Runtime, open_runtime
 from tidings.security import apikeys
 from tidings.security.audit import CLI_ACTOR
-from tidings.security.crypto import UnknownEncryptionKey
 from tidings.security.models import ApiKey, Scope
 from tidings.security.rotation import count_stale_rows, rotate_encryption
 
 app = typer.Typer(help="tidings: self-hosted newsletters and campaigns.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys and encryption keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
-
-console = Console()
-T = TypeVar("T")
-
-
-@contextmanager
-def _clean_errors() -> Iterator[None]:
-    """Turn the errors a user can act on into one red line and exit status 1, not a traceback."""
-    try:
-        yield
-    except TidingsError as exc:
-        _fail(exc.detail)
-    except ConfigurationError as exc:
-        _fail(str(exc))
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"TIDINGS_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
-        )
-        _fail(f"invalid configuration: {problems}")
-    except UnknownEncryptionKey as exc:
-        _fail(
-            f"{exc}. Keep every older key in TIDINGS_ENCRYPTION_KEYS (after the newest) until "
-            "`tidings keys rotate-encryption` has finished."
-        )
-
-
-def _fail(message: str) -> NoReturn:
-    console.print(f"[red]error:[/red] {message}", soft_wrap=True)
-    raise typer.Exit(1)
-
-
-def _settings(**overrides: object) -> Settings:
-    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
-    configure_logging(settings.log_level, settings.log_format)
-    return settings
-
-
-def _run(work: Callable[[Runtime], Awaitable[T]], *, migrate: bool = True) -> T:
-    """Open a runtime, run one piece of async work in it, close it."""
-
-    async def main(settings: Settings) -> T:
-        runtime = await open_runtime(settings, migrate=migrate)
-        try:
-            return await work(runtime)
-        finally:
-            await runtime.close()
-
-    with _clean_errors():
-        return asyncio.run(main(_settings()))
-    raise AssertionError("unreachable")
+app.add_typer(campaigns_app, name="campaigns")
+app.command("scheduler")(scheduler)
 
 
 @app.command()
@@ -107,8 +54,8 @@ def serve(
 
     from tidings.app import create_app
 
-    with _clean_errors():
-        settings = _settings(host=host, port=port)
+    with clean_errors():
+        settings = load_settings(host=host, port=port)
         issued = asyncio.run(_prepare_first_start(settings))
     base = settings.base_url
     console.print(
@@ -149,7 +96,7 @@ def migrate() -> None:
         await upgrade_database(runtime.database)
         return await current_revision(runtime.database)
 
-    revision = _run(work, migrate=False)
+    revision = run_in_runtime(work, migrate=False)
     console.print(f"database is at revision {revision}")
 
 
@@ -204,7 +151,7 @@ def import_file(
                 on_progress=lambda p: bar.update(task, completed=p.lines),
             )
 
-    job = _run(work)
+    job = run_in_runtime(work)
     console.print(
         f"import {job.id}: {job.inserted} inserted, {job.updated} updated, {job.skipped} skipped, "
         f"{job.failed} rejected"
@@ -226,7 +173,7 @@ def import_report(import_id: int) -> None:
         async for chunk in rejections_csv(runtime.database.sessions, import_id):
             typer.echo(chunk, nl=False)
 
-    _run(work)
+    run_in_runtime(work)
 
 
 @app.command("export")
@@ -249,7 +196,7 @@ def export(
                 written += count_records(chunk)
         return written
 
-    records = _run(work)
+    records = run_in_runtime(work)
     if output:
         console.print(f"wrote {max(records - 1, 0)} subscribers to {output}")
 
@@ -264,7 +211,7 @@ def demo(
         with console.status("creating demo data..."):
             return await seed_demo(runtime, CLI_ACTOR, subscribers)
 
-    summary = _run(work)
+    summary = run_in_runtime(work)
     console.print(
         f"demo audience: {summary.subscribers} subscribers, {summary.topics} topics, "
         f"{summary.promotions} promotions, {summary.segments} segments"
@@ -282,7 +229,7 @@ def keys_create(
         async with runtime.database.sessions() as session:
             return await apikeys.create_api_key(session, name, scope, CLI_ACTOR)
 
-    issued = _run(work)
+    issued = run_in_runtime(work)
     console.print(f"created key {issued.key.id} ({issued.key.scope}); it is shown only now:")
     typer.echo(issued.secret)
 
@@ -296,7 +243,7 @@ def keys_list() -> None:
             return await apikeys.list_api_keys(session)
 
     table = Table("id", "name", "prefix", "scope", "created", "last used", "revoked")
-    for key in _run(work):
+    for key in run_in_runtime(work):
         table.add_row(
             str(key.id),
             key.name,
@@ -317,7 +264,7 @@ def keys_revoke(key: Annotated[str, typer.Argument(help="Key id or prefix.")]) -
         async with runtime.database.sessions() as session:
             return await apikeys.revoke_api_key(session, key, CLI_ACTOR)
 
-    revoked = _run(work)
+    revoked = run_in_runtime(work)
     console.print(f"revoked key {revoked.id} ({revoked.prefix})")
 
 
@@ -348,7 +295,7 @@ def keys_rotate_encryption(
                 on_progress=lambda n: progress.advance(task, n),
             )
 
-    rewritten = _run(work)
+    rewritten = run_in_runtime(work)
     console.print(f"re-encrypted {rewritten} rows; all PII is now under the newest key")
 
 

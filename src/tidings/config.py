@@ -60,6 +60,9 @@ class Settings(BaseSettings):
         default=0, ge=0, le=64, description="Processes preparing rows of API imports (0: inline)."
     )
     import_max_bytes: int = Field(default=1 << 30, ge=1, description="Largest accepted upload.")
+    scheduler: bool = Field(
+        default=True, description="Run the scheduler loop inside `tidings serve`."
+    )
     db_pool_size: int = Field(default=10, ge=1, le=200)
     sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0)
 

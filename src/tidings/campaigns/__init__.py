@@ -1,0 +1,1 @@
+"""Campaigns: templates, schedules and recurrence, the scheduler, and materializing runs."""

@@ -1,0 +1,118 @@
+"""`tidings campaigns ...` and `tidings scheduler`: the same services as the API."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from tidings.campaigns import service
+from tidings.campaigns.models import Campaign, CampaignRun, CampaignStatus
+from tidings.campaigns.scheduler import run_scheduler
+from tidings.cli_support import console, run_in_runtime
+from tidings.runtime import Runtime
+from tidings.security.audit import CLI_ACTOR
+
+campaigns_app = typer.Typer(help="Campaigns: list, show, send now, pause, resume.")
+CampaignId = Annotated[int, typer.Argument(min=1, help="Campaign id.")]
+
+
+def _when(value: object) -> str:
+    return f"{value:%Y-%m-%d %H:%M}" if value is not None else "-"
+
+
+@campaigns_app.command("list")
+def list_campaigns(
+    status: Annotated[CampaignStatus | None, typer.Option(help="Only this status.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+    offset: Annotated[int, typer.Option(min=0)] = 0,
+) -> None:
+    """List campaigns with their status and next run."""
+
+    async def work(runtime: Runtime) -> tuple[list[Campaign], int]:
+        async with runtime.database.sessions() as session:
+            return await service.list_campaigns(session, status=status, limit=limit, offset=offset)
+
+    items, total = run_in_runtime(work)
+    table = Table("id", "name", "channel", "status", "schedule", "next run (UTC)", "runs")
+    for c in items:
+        table.add_row(
+            str(c.id), c.name, c.channel, c.status, c.recurrence, _when(c.next_run_at), str(c.runs)
+        )
+    console.print(table)
+    console.print(f"{len(items)} of {total} campaigns")
+
+
+@campaigns_app.command("show")
+def show_campaign(campaign_id: CampaignId) -> None:
+    """A campaign and its latest runs."""
+
+    async def work(runtime: Runtime) -> tuple[Campaign, list[CampaignRun]]:
+        async with runtime.database.sessions() as session:
+            campaign = await service.get_campaign(session, campaign_id)
+            runs, _ = await service.list_runs(session, campaign_id, limit=10, offset=0)
+            return campaign, runs
+
+    campaign, runs = run_in_runtime(work)
+    console.print(f"[bold]{campaign.name}[/bold]  #{campaign.id}  {campaign.status}")
+    console.print(f"subject: {campaign.subject}")
+    console.print(f"schedule: {campaign.recurrence}; next run {_when(campaign.next_run_at)} UTC")
+    console.print(f"audience: {campaign.audience}")
+    table = Table("run", "slot (UTC)", "status", "deliveries", "queued", "finished")
+    for run in runs:
+        table.add_row(
+            str(run.id),
+            _when(run.scheduled_for),
+            run.status,
+            str(run.total),
+            str(run.queued),
+            _when(run.finished_at),
+        )
+    console.print(table)
+
+
+@campaigns_app.command("send-now")
+def send_now(campaign_id: CampaignId) -> None:
+    """Fire a run now; the scheduler writes its deliveries within a second."""
+
+    async def work(runtime: Runtime) -> CampaignRun:
+        async with runtime.database.sessions() as session:
+            return await service.send_now(session, campaign_id, CLI_ACTOR)
+
+    run = run_in_runtime(work)
+    console.print(f"campaign {campaign_id}: run {run.id} started")
+
+
+def _status_command(action: str, summary: str) -> None:
+    def change(campaign_id: CampaignId) -> None:
+        async def work(runtime: Runtime) -> Campaign:
+            async with runtime.database.sessions() as session:
+                return await service.change_status(session, campaign_id, action, CLI_ACTOR)
+
+        campaign = run_in_runtime(work)
+        console.print(f"campaign {campaign.id} is {campaign.status}")
+
+    change.__doc__ = summary
+    campaigns_app.command(action)(change)
+
+
+_status_command("pause", "Pause: no new runs and no more deliveries claimed.")
+_status_command("resume", "Resume a paused campaign where it stopped.")
+_status_command("cancel", "Cancel for good.")
+
+
+def scheduler() -> None:
+    """Run only the scheduler loop (any number may run; they never fire a slot twice)."""
+
+    async def work(runtime: Runtime) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        console.print("scheduler running; Ctrl-C stops it")
+        await run_scheduler(runtime.database, stop)
+
+    run_in_runtime(work)
