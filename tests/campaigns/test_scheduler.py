@@ -117,3 +117,18 @@ async def test_materializing_a_run_again_adds_nobody_twice(
         await materialize_run(s, again, owner)
         count = await s.scalar(select(func.count()).where(Delivery.run_id == run.id))
     assert count == 5
+
+
+async def test_a_run_of_a_campaign_paused_before_its_deliveries_were_written_stays_paused(
+    client: httpx.AsyncClient, db: Runtime
+) -> None:
+    ann = await add_subscriber(client, "ann@example.com")
+    draft = await post_created(client, "/campaigns/", {"name": "Now", "html": "<p>x</p>"})
+    assert (await client.post(f"/campaigns/{draft['id']}/send")).status_code == 202
+    assert (await client.post(f"/campaigns/{draft['id']}/pause")).json()["status"] == "paused"
+    await scheduler_tick(db.database, START)
+    [run] = await runs_of(db, draft["id"])
+    assert (run.status, await recipients(db, run.id)) == ("paused", [ann["id"]])
+    assert (await client.post(f"/campaigns/{draft['id']}/resume")).json()["status"] == "running"
+    [run] = await runs_of(db, draft["id"])
+    assert run.status == "sending"

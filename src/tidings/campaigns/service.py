@@ -11,7 +11,7 @@ import html
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tidings.audience.models import Topic
@@ -21,6 +21,7 @@ from tidings.campaigns.models import (
     Campaign,
     CampaignRun,
     CampaignStatus,
+    Delivery,
     RunStatus,
     Template,
 )
@@ -241,7 +242,9 @@ async def delete_campaign(session: AsyncSession, campaign_id: int, actor: str) -
     campaign = await get_campaign(session, campaign_id)
     if campaign.status in (S.running, S.paused):
         raise IllegalTransition(f"a {campaign.status} campaign cannot be deleted; cancel it first")
-    await session.delete(campaign)
+    runs = select(CampaignRun.id).where(CampaignRun.campaign_id == campaign_id)
+    await session.execute(delete(Delivery).where(Delivery.run_id.in_(runs)))
+    await session.delete(campaign)  # its runs go with it (ON DELETE CASCADE)
     record_audit(session, actor, "campaign.delete", "campaign", campaign_id, None)
     await session.commit()
 
