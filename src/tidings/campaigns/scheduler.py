@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 import structlog
@@ -28,7 +28,7 @@ from tidings.campaigns.models import (
     DeliveryStatus,
     RunStatus,
 )
-from tidings.campaigns.recurrence import next_run_after
+from tidings.campaigns.recurrence import ScheduleError, next_run_after
 from tidings.db.engine import Database
 from tidings.db.types import utcnow
 
@@ -47,7 +47,7 @@ async def fire_due_campaigns(session: AsyncSession, now: datetime) -> list[Campa
         .limit(FIRE_BATCH)
         .with_for_update(skip_locked=True)
     )
-    runs = [_fire(campaign, now) for campaign in due.all()]
+    runs = [_run_for_slot(campaign, now) for campaign in due.all()]
     session.add_all(runs)
     await session.commit()
     for run in runs:
@@ -55,14 +55,18 @@ async def fire_due_campaigns(session: AsyncSession, now: datetime) -> list[Campa
     return runs
 
 
-def _fire(campaign: Campaign, now: datetime) -> CampaignRun:
+def _run_for_slot(campaign: Campaign, now: datetime) -> CampaignRun:
     """The run for the campaign's due slot; the next slot is the first after it (catch_up) or
     the first after now, so downtime fires a missed recurring slot once, not once per slot."""
     slot = campaign.next_run_at
     assert slot is not None
-    schedule = campaign.schedule()
     after = slot if campaign.catch_up else max(slot, now)
-    campaign.next_run_at = next_run_after(schedule, after) if schedule else None
+    try:
+        schedule = campaign.schedule()
+        campaign.next_run_at = next_run_after(schedule, after) if schedule else None
+    except ScheduleError as exc:  # stored by an older release, or by hand: fire, then stop
+        log.error("campaign.schedule_invalid", campaign=campaign.id, error=str(exc))
+        campaign.next_run_at = None
     campaign.last_run_at = slot
     campaign.runs += 1
     campaign.status = CampaignStatus.running.value
@@ -125,23 +129,51 @@ async def settle_finished_runs(session: AsyncSession, now: datetime) -> None:
 
 
 async def scheduler_tick(database: Database, now: datetime | None = None) -> None:
-    """One pass: fire what is due, write deliveries of new runs, settle finished runs."""
+    """One pass of everything, in order (tests drive the scheduler with this)."""
+    moment = now or utcnow()
+    await _fire(database, moment)
+    await _materialize(database)
+    await _settle(database, moment)
+
+
+async def _fire(database: Database, now: datetime) -> None:
     async with database.sessions() as session:
-        moment = now or utcnow()
-        while len(await fire_due_campaigns(session, moment)) == FIRE_BATCH:
+        while len(await fire_due_campaigns(session, now)) == FIRE_BATCH:
             pass
+
+
+async def _materialize(database: Database) -> None:
+    async with database.sessions() as session:
         await materialize_pending_runs(session)
-        await settle_finished_runs(session, moment)
+
+
+async def _settle(database: Database, now: datetime) -> None:
+    async with database.sessions() as session:
+        await settle_finished_runs(session, now)
+
+
+async def _fire_and_settle(database: Database, now: datetime) -> None:
+    await _fire(database, now)
+    await _settle(database, now)
 
 
 async def run_scheduler(
     database: Database, stop: asyncio.Event, clock: Callable[[], datetime] = utcnow
 ) -> None:
-    """Tick until ``stop`` is set; an error in one tick is logged and the next tick retries."""
+    """Fire and materialize until ``stop`` is set. The two loops run side by side, so that
+    writing a large run's deliveries does not delay the next campaign's start."""
+    await asyncio.gather(
+        _every_tick(stop, "fire", lambda: _fire_and_settle(database, clock())),
+        _every_tick(stop, "materialize", lambda: _materialize(database)),
+    )
+
+
+async def _every_tick(stop: asyncio.Event, name: str, work: Callable[[], Awaitable[None]]) -> None:
+    """Run ``work`` every tick; an error is logged and the next tick retries."""
     while not stop.is_set():
         try:
-            await scheduler_tick(database, clock())
+            await work()
         except Exception:
-            log.exception("scheduler.tick_failed")
+            log.exception("scheduler.tick_failed", loop=name)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), TICK_SECONDS)

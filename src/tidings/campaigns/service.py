@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tidings import transitions
 from tidings.audience.models import Topic
 from tidings.audience.segments import find_segment_by_name, get_segment
 from tidings.campaigns.audience import Audience
@@ -76,12 +77,7 @@ class CampaignNotFound(NotFound):
 
 
 def check_transition(current: CampaignStatus, target: CampaignStatus) -> None:
-    allowed = TRANSITIONS[current]
-    if target not in allowed:
-        moves = ", ".join(f"{current} → {s}" for s in allowed) or f"none ({current} is final)"
-        raise IllegalTransition(
-            f"cannot change a campaign from {current} to {target}; allowed: {moves}"
-        )
+    transitions.check_transition(TRANSITIONS, current, target, "campaign", IllegalTransition)
 
 
 async def get_campaign(session: AsyncSession, campaign_id: int) -> Campaign:

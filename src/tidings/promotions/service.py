@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tidings import transitions
 from tidings.audience.subscribers import find_subscriber
 from tidings.db.errors import flush_unique
 from tidings.db.ids import get_by_id
@@ -72,12 +73,7 @@ class SubscriptionAlreadyInactive(RuleViolation):
 
 
 def check_transition(current: PromotionStatus, target: PromotionStatus) -> None:
-    allowed = TRANSITIONS[current]
-    if target not in allowed:
-        moves = ", ".join(f"{current} → {s}" for s in allowed) or "none (ended is final)"
-        raise IllegalTransition(
-            f"cannot change a promotion from {current} to {target}; allowed: {moves}"
-        )
+    transitions.check_transition(TRANSITIONS, current, target, "promotion", IllegalTransition)
 
 
 def check_editable(status: PromotionStatus, fields: set[str]) -> None:
