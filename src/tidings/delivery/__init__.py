@@ -1,0 +1,1 @@
+"""Delivery: building messages, the outbox workers, transports, retries."""
