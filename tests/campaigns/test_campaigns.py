@@ -159,3 +159,15 @@ async def test_a_draft_can_be_edited_and_deleted(client: httpx.AsyncClient) -> N
     assert (edited.json()["subject"], edited.json()["from_name"]) == ("New subject", "Team")
     assert (await client.delete(f"/campaigns/{campaign['id']}")).status_code == 204
     assert (await client.get(f"/campaigns/{campaign['id']}")).status_code == 404
+
+
+async def test_editing_a_sent_campaign_without_touching_its_schedule_keeps_its_next_run(
+    client: httpx.AsyncClient,
+) -> None:
+    """Sent now before its scheduled time, a one-time campaign is not sent again at that time
+    because its name changed afterwards."""
+    campaign = await add_campaign(client, schedule_time="2030-01-01T09:00:00Z")
+    await act(client, campaign["id"], "send", 202)
+    renamed = await client.patch(f"/campaigns/{campaign['id']}", json={"name": "Renamed"})
+    assert renamed.status_code == 200, renamed.text
+    assert renamed.json()["next_run_at"] is None

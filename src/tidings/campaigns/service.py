@@ -249,7 +249,9 @@ async def delete_campaign(session: AsyncSession, campaign_id: int, actor: str) -
 
 
 async def _apply(session: AsyncSession, campaign: Campaign, fields: dict[str, Any]) -> None:
-    """Set the given fields, check references, and recompute the next run."""
+    """Set the given fields, check references, and recompute the next run when the schedule
+    changed (any other edit leaves it: it may be past a downtime's missed slots)."""
+    changed = set(fields)
     fields = dict(fields)
     if "message" in fields:  # seed 003: a plain message is the text, and the HTML made from it
         message = fields.pop("message") or ""
@@ -270,8 +272,9 @@ async def _apply(session: AsyncSession, campaign: Campaign, fields: dict[str, An
     if not campaign.subject and campaign.template_id is None:
         campaign.subject = campaign.name
     campaign.audience = audience.as_json()
-    _schedule_next(campaign)
-    if fields.keys() & CONTENT_FIELDS:
+    if changed & SCHEDULE_FIELDS:
+        _schedule_next(campaign)
+    if changed & CONTENT_FIELDS:
         await check_campaign_content(session, campaign)
 
 
