@@ -112,15 +112,17 @@ async def settle_finished_runs(session: AsyncSession, now: datetime) -> None:
             CampaignRun.campaign_id == Campaign.id,
             CampaignRun.status.in_((RunStatus.materializing.value, RunStatus.sending.value)),
         )
-        for status, has_next in ((CampaignStatus.scheduled, True), (CampaignStatus.done, False)):
+        more_runs = Campaign.next_run_at.is_not(None)
+        for status, when in (
+            (CampaignStatus.scheduled, more_runs),
+            (CampaignStatus.done, ~more_runs),
+        ):
             await session.execute(
                 update(Campaign)
                 .where(
                     Campaign.id.in_(campaign_ids),
                     Campaign.status == CampaignStatus.running.value,
-                    Campaign.next_run_at.is_not(None)
-                    if has_next
-                    else Campaign.next_run_at.is_(None),
+                    when,
                     ~busy,
                 )
                 .values(status=status.value, updated_at=now)

@@ -205,15 +205,15 @@ async def change_status(
     """pause, resume or cancel; a campaign's unfinished runs follow it."""
     campaign = await get_campaign(session, campaign_id)
     current = CampaignStatus(campaign.status)
-    unfinished = (RunStatus.materializing, RunStatus.sending, RunStatus.paused)
-    runs_left = await session.scalar(
-        select(func.count())
-        .select_from(CampaignRun)
-        .where(CampaignRun.campaign_id == campaign.id, CampaignRun.status.in_(unfinished))
-    )
     if action == "resume":
         if current != S.paused:
             raise IllegalTransition(f"only a paused campaign can be resumed; this one is {current}")
+        unfinished = (RunStatus.materializing, RunStatus.sending, RunStatus.paused)
+        runs_left = await session.scalar(
+            select(func.count())
+            .select_from(CampaignRun)
+            .where(CampaignRun.campaign_id == campaign.id, CampaignRun.status.in_(unfinished))
+        )
         target = S.running if runs_left else S.scheduled
         run_status = RunStatus.sending
     else:
