@@ -10,7 +10,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tidings.campaigns.recurrence import Frequency, Schedule, describe
@@ -48,6 +48,9 @@ class DeliveryStatus(enum.StrEnum):
     sent = "sent"
     failed = "failed"
     suppressed = "suppressed"
+
+
+PENDING_SQL = "status IN ('queued', 'sending')"  # deliveries the workers have yet to finish
 
 
 class Template(Timestamped, Base):
@@ -143,8 +146,12 @@ class CampaignRun(Timestamped, Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
     materialized_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Progress, kept by the workers as they record each batch: queued counts down from total.
     total: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     queued: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    sent: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    failed: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    suppressed: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
 
 
 class Delivery(Base):
@@ -154,7 +161,19 @@ class Delivery(Base):
     deletes its deliveries explicitly; subscribers are never deleted (erasure keeps the row)."""
 
     __tablename__ = "deliveries"
-    __table_args__ = (UniqueConstraint("run_id", "subscriber_id"),)
+    __table_args__ = (
+        UniqueConstraint("run_id", "subscriber_id"),
+        # The work queue: only deliveries still to send are in it, so it stays small whatever
+        # the table holds, and claiming, and telling that a run is finished, are index probes.
+        Index(
+            "ix_deliveries_pending",
+            "run_id",
+            "next_attempt_at",
+            postgresql_where=text(PENDING_SQL),
+            sqlite_where=text(PENDING_SQL),
+        ),
+        Index(None, "subscriber_id"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     run_id: Mapped[int] = mapped_column(BigId, nullable=False)
@@ -163,8 +182,11 @@ class Delivery(Base):
         String(12), nullable=False, default=DeliveryStatus.queued.value
     )
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # While queued: when it may be sent. While sending: when the lease ends, after which any
+    # worker may claim it again (the same instant as lease_until, so one index serves both).
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     provider: Mapped[str | None] = mapped_column(String(100))
     provider_message_id: Mapped[str | None] = mapped_column(String(255))
     error: Mapped[str | None] = mapped_column(Text)

@@ -9,6 +9,7 @@ def all_metadata() -> MetaData:
     from tidings.audience import models as _audience  # noqa: F401
     from tidings.campaigns import models as _campaigns  # noqa: F401
     from tidings.db.base import Base
+    from tidings.delivery import models as _delivery  # noqa: F401
     from tidings.promotions import models as _promotions  # noqa: F401
     from tidings.security import models as _security  # noqa: F401
 
