@@ -10,7 +10,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
@@ -26,6 +27,8 @@ from tidings.campaigns.api import campaigns, templates_router
 from tidings.campaigns.content_api import router as content_router
 from tidings.campaigns.scheduler import run_scheduler
 from tidings.config import Settings
+from tidings.delivery.api import router as deliveries_router
+from tidings.delivery.runner import run_worker
 from tidings.deps import get_runtime
 from tidings.errors import Conflict, NotFound, RuleViolation, TidingsError
 from tidings.logs import get_logger
@@ -78,6 +81,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         loops = []
         if opened.settings.scheduler:
             loops.append(asyncio.create_task(run_scheduler(opened.database, stop)))
+        if opened.settings.workers:
+            loops.append(asyncio.create_task(run_worker(opened, stop)))
         try:
             yield
         finally:
@@ -100,6 +105,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     _install_error_handlers(app)
     # Before the subscribers router, whose /subscribers/{ref} would swallow these paths.
     app.include_router(bulk)
+    app.include_router(deliveries_router)
     app.include_router(public_router)
     app.include_router(segments)
     app.include_router(subscribers)
@@ -118,7 +124,15 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         tags=["system"],
         responses={503: {"model": HealthOut}},
     )
+    app.add_api_route(
+        "/metrics", metrics, methods=["GET"], tags=["system"], include_in_schema=False
+    )
     return app
+
+
+async def metrics() -> Response:
+    """Prometheus counters of this process (text exposition format)."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
 async def health(request: Request) -> JSONResponse:

@@ -31,6 +31,8 @@ from tidings.campaigns.cli import campaigns_app, scheduler
 from tidings.cli_support import clean_errors, console, load_settings, run_in_runtime
 from tidings.config import Settings
 from tidings.db.migrate import current_revision, upgrade_database
+from tidings.delivery.cli import dkim_app
+from tidings.delivery.worker_cli import worker
 from tidings.runtime import Runtime, open_runtime
 from tidings.security import apikeys
 from tidings.security.audit import CLI_ACTOR
@@ -41,7 +43,9 @@ app = typer.Typer(help="tidings: self-hosted newsletters and campaigns.", no_arg
 keys_app = typer.Typer(help="API keys and encryption keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(campaigns_app, name="campaigns")
+app.add_typer(dkim_app, name="dkim")
 app.command("scheduler")(scheduler)
+app.command("worker")(worker)
 
 
 @app.command()
@@ -49,7 +53,7 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="TCP port.")] = None,
 ) -> None:
-    """Run the API (and, in later releases, the scheduler and workers) in one process."""
+    """Run the API, the scheduler and the delivery workers in one process."""
     import uvicorn
 
     from tidings.app import create_app

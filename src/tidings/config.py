@@ -40,10 +40,37 @@ class Settings(BaseSettings):
     public_url: str | None = Field(
         default=None, description="Base URL users reach the server at (links, printed URLs)."
     )
-    mail_transport: Literal["maildir", "console"] = Field(
-        default="maildir", description="Where transactional mail goes (maildir: ./var/mail/)."
+    mail_transport: Literal["maildir", "console", "smtp"] = Field(
+        default="maildir", description="Where mail goes: maildir (./var/mail/), console, smtp."
     )
     mail_from: str = Field(default="tidings <noreply@localhost>", description="Sender of mail.")
+    bounce_address: str | None = Field(
+        default=None, description="Envelope sender (return path); default: the From address."
+    )
+    list_unsubscribe_mailto: str | None = Field(
+        default=None, description="Address for mailto: unsubscribes in List-Unsubscribe."
+    )
+    smtp_host: str = "localhost"
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_security: Literal["starttls", "tls", "none"] = Field(
+        default="starttls", description="starttls (required), tls (implicit, port 465), none."
+    )
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_connections: int = Field(
+        default=8, ge=1, le=256, description="Persistent SMTP connections per worker process."
+    )
+    smtp_timeout: float = Field(default=30.0, gt=0, description="Seconds to wait for a reply.")
+    workers: bool = Field(default=True, description="Run delivery workers inside `tidings serve`.")
+    worker_batch_size: int = Field(
+        default=250, ge=1, le=5000, description="Deliveries claimed per transaction."
+    )
+    worker_lease_seconds: int = Field(
+        default=300, ge=10, description="A claimed batch not recorded by then is claimed again."
+    )
+    retry_base_seconds: float = Field(default=60.0, gt=0, description="First retry delay cap.")
+    retry_cap_seconds: float = Field(default=6 * 3600.0, gt=0, description="Longest retry delay.")
+    retry_max_attempts: int = Field(default=8, ge=1, le=100, description="Attempts before failed.")
     rate_limit_storage: str = Field(
         default="async+memory://",
         description="limits storage URI; async+redis://host:6379 to share between processes.",

@@ -76,6 +76,8 @@ def test_a_text_only_message_has_no_multipart() -> None:
     assert message.get_content_type() == "text/plain"
     assert message.get_content() == "only text"
     assert message["List-Unsubscribe-Post"] is None  # one-click needs an https URI
+    plain_http = headers(list_unsubscribe_url="http://example.com/u/abc")
+    assert parse(build_message(plain_http, "t", None))["List-Unsubscribe-Post"] is None
 
 
 def test_the_message_id_is_the_same_for_every_attempt_of_a_delivery() -> None:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from typing import Annotated
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from tidings.campaigns import service
-from tidings.campaigns.models import Campaign, CampaignRun, CampaignStatus
+from tidings.campaigns.models import Campaign, CampaignRun, CampaignStatus, RunStatus
 from tidings.campaigns.scheduler import run_scheduler
 from tidings.cli_support import console, run_in_runtime
 from tidings.runtime import Runtime
@@ -18,6 +20,7 @@ from tidings.security.audit import CLI_ACTOR
 
 campaigns_app = typer.Typer(help="Campaigns: list, show, send now, pause, resume.")
 CampaignId = Annotated[int, typer.Argument(min=1, help="Campaign id.")]
+WATCH_SECONDS = 0.5
 
 
 def _when(value: object) -> str:
@@ -61,7 +64,7 @@ def show_campaign(campaign_id: CampaignId) -> None:
     console.print(f"subject: {campaign.subject}")
     console.print(f"schedule: {campaign.recurrence}; next run {_when(campaign.next_run_at)} UTC")
     console.print(f"audience: {campaign.audience}")
-    table = Table("run", "slot (UTC)", "status", "deliveries", "queued", "finished")
+    table = Table("run", "slot (UTC)", "status", "deliveries", "queued", "sent", "failed", "ended")
     for run in runs:
         table.add_row(
             str(run.id),
@@ -69,14 +72,22 @@ def show_campaign(campaign_id: CampaignId) -> None:
             run.status,
             str(run.total),
             str(run.queued),
+            str(run.sent),
+            str(run.failed),
             _when(run.finished_at),
         )
     console.print(table)
 
 
 @campaigns_app.command("send-now")
-def send_now(campaign_id: CampaignId) -> None:
-    """Fire a run now; the scheduler writes its deliveries within a second."""
+def send_now(
+    campaign_id: CampaignId,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Show the run's progress live until it ends.")
+    ] = False,
+) -> None:
+    """Fire a run now; the scheduler writes its deliveries within a second, and the workers of
+    `tidings serve` or `tidings worker` send them."""
 
     async def work(runtime: Runtime) -> CampaignRun:
         async with runtime.database.sessions() as session:
@@ -84,6 +95,41 @@ def send_now(campaign_id: CampaignId) -> None:
 
     run = run_in_runtime(work)
     console.print(f"campaign {campaign_id}: run {run.id} started")
+    if watch:
+        with contextlib.suppress(KeyboardInterrupt):
+            run_in_runtime(lambda runtime: _watch_run(runtime, run.id))
+
+
+_ENDED = (RunStatus.done.value, RunStatus.cancelled.value)
+
+
+async def _watch_run(runtime: Runtime, run_id: int) -> None:
+    """A live progress bar of one run, from the counters the workers keep."""
+    columns = (
+        TextColumn("{task.description:>13}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("materializing", total=None, detail="")
+        while True:
+            async with runtime.database.sessions() as session:
+                run = await session.get_one(CampaignRun, run_id)
+            detail = f"sent {run.sent:,}  failed {run.failed:,}  suppressed {run.suppressed:,}"
+            if run.rate_per_second:
+                detail += f"  {run.rate_per_second:,.0f}/s"
+            progress.update(
+                task,
+                description=run.status,
+                total=run.total or None,
+                completed=run.finished,
+                detail=detail,
+            )
+            if run.status in _ENDED:
+                return
+            await asyncio.sleep(WATCH_SECONDS)
 
 
 def _status_command(action: str, summary: str) -> None:

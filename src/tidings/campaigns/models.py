@@ -50,7 +50,10 @@ class DeliveryStatus(enum.StrEnum):
     suppressed = "suppressed"
 
 
-PENDING_SQL = "status IN ('queued', 'sending')"  # deliveries the workers have yet to finish
+# Deliveries the workers have yet to finish: the predicate of the work-queue index, and the same
+# condition for queries, spelled with literals so that PostgreSQL proves it in every plan.
+PENDING_SQL = "status IN ('queued', 'sending')"
+PENDING = text(f"deliveries.{PENDING_SQL}")
 
 
 class Template(Timestamped, Base):
@@ -152,6 +155,26 @@ class CampaignRun(Timestamped, Base):
     sent: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     failed: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     suppressed: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+
+    @property
+    def finished(self) -> int:
+        return self.sent + self.failed + self.suppressed
+
+    @property
+    def rate_per_second(self) -> float | None:
+        """Deliveries finished per second since the run was materialized (until it ended)."""
+        if self.materialized_at is None or not self.finished:
+            return None
+        seconds = ((self.finished_at or utcnow()) - self.materialized_at).total_seconds()
+        return round(self.finished / max(seconds, 0.001), 1)
+
+    @property
+    def eta_seconds(self) -> float | None:
+        """Seconds until the rest is sent at the current rate (None: unknown, 0: finished)."""
+        if self.status in (RunStatus.done.value, RunStatus.cancelled.value):
+            return 0.0
+        rate = self.rate_per_second
+        return round(max(self.queued, 0) / rate, 1) if rate else None
 
 
 class Delivery(Base):

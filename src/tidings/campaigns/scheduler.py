@@ -21,11 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tidings.campaigns.materialize import materialize_run
 from tidings.campaigns.models import (
+    PENDING,
     Campaign,
     CampaignRun,
     CampaignStatus,
     Delivery,
-    DeliveryStatus,
     RunStatus,
 )
 from tidings.campaigns.recurrence import ScheduleError, next_run_after
@@ -96,10 +96,7 @@ async def materialize_pending_runs(session: AsyncSession) -> int:
 async def settle_finished_runs(session: AsyncSession, now: datetime) -> None:
     """Runs with nothing left to send are done; their campaign then waits for its next run or
     is done. Commits."""
-    unsent = exists().where(
-        Delivery.run_id == CampaignRun.id,
-        Delivery.status.in_((DeliveryStatus.queued.value, DeliveryStatus.sending.value)),
-    )
+    unsent = exists().where(Delivery.run_id == CampaignRun.id, PENDING)  # an index probe
     finished = await session.execute(
         update(CampaignRun)
         .where(CampaignRun.status == RunStatus.sending.value, ~unsent)

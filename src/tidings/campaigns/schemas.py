@@ -124,6 +124,11 @@ class CampaignRunOut(BaseModel):
     finished_at: datetime | None
     total: int
     queued: int
+    sent: int
+    failed: int
+    suppressed: int
+    rate_per_second: float | None = Field(description="Finished deliveries per second.")
+    eta_seconds: float | None = Field(description="Seconds to go at that rate (0: finished).")
 
 
 class TemplateWrite(ApiModel):

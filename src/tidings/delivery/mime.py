@@ -84,7 +84,7 @@ def _header_lines(h: MessageHeaders) -> list[bytes]:
     ]
     if unsubscribe:
         lines.append(b"List-Unsubscribe: " + ", ".join(unsubscribe).encode())
-    if h.list_unsubscribe_url:  # RFC 8058: only with an https URI to POST to
+    if (h.list_unsubscribe_url or "").startswith("https://"):  # RFC 8058: https only
         lines.append(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click")
     if h.list_id:
         lines.append(b"List-Id: " + _unstructured(h.list_id))

@@ -25,11 +25,19 @@ class EncryptedTable:
     columns: tuple[str, ...]
 
 
+# Columns whose service encrypts with the PII cipher itself instead of through EncryptedText, by
+# table: a DKIM private key is decrypted only where a signer is built (delivery.dkim_keys), never
+# whenever a key row is loaded to be listed.
+SERVICE_ENCRYPTED_COLUMNS: dict[str, tuple[str, ...]] = {"dkim_keys": ("private_key",)}
+
+
 def encrypted_tables() -> list[EncryptedTable]:
-    """Every table with an EncryptedText column, found from the models themselves."""
+    """Every table with an EncryptedText column, found from the models themselves, and the
+    columns listed in SERVICE_ENCRYPTED_COLUMNS."""
     found = []
     for table in all_metadata().sorted_tables:
         columns = tuple(c.name for c in table.columns if isinstance(c.type, EncryptedText))
+        columns += SERVICE_ENCRYPTED_COLUMNS.get(table.name, ())
         if columns:
             found.append(EncryptedTable(table, columns))
     return found

@@ -6,16 +6,13 @@ then a transactional message goes straight to the maildir (the embedded default)
 
 from __future__ import annotations
 
-import os
-import socket
-import time
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
-from pathlib import Path
 
-from tidings.config import Settings, ensure_data_dir
+from tidings.config import Settings
 from tidings.logs import get_logger
+from tidings.transports.local import write_to_maildir
 
 log = get_logger("tidings.mail")
 
@@ -42,22 +39,10 @@ def build_message(mail: OutgoingMail, sender: str) -> EmailMessage:
     return message
 
 
-def write_to_maildir(root: Path, message: EmailMessage) -> Path:
-    """Deliver into a Maildir (tmp/ then an atomic rename into new/), as mail servers do."""
-    for part in ("tmp", "new", "cur"):
-        ensure_data_dir(root / part)
-    name = f"{time.time_ns()}.{os.getpid()}.{socket.gethostname()}.eml"
-    temporary = root / "tmp" / name
-    temporary.write_bytes(bytes(message))
-    final = root / "new" / name
-    temporary.rename(final)
-    return final
-
-
 def send_transactional(settings: Settings, mail: OutgoingMail) -> None:
     message = build_message(mail, settings.mail_from)
     if settings.mail_transport == "console":
         print(message.as_string())
         return
-    path = write_to_maildir(settings.data_dir / "mail", message)
+    path = write_to_maildir(settings.data_dir / "mail", bytes(message))
     log.info("mail.written", transport="maildir", file=path.name)
