@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -137,6 +138,36 @@ def profile(port: int, messages: list[OutgoingMessage], pool: int, batch: int) -
     pstats.Stats(profiler).sort_stats("tottime").print_stats(20)
 
 
+@dataclass(frozen=True)
+class Run:
+    loop: str
+    connections: int
+    per_second: int
+
+
+def measure(args: argparse.Namespace, port: int, messages: list[OutgoingMessage]) -> list[Run]:
+    runs = []
+    for loop_name, run in loop_runners().items():
+        for pool in (int(p) for p in args.pools.split(",")):
+            rate = run(transport_rate(port, messages, pool, args.batch))
+            runs.append(Run(loop_name, pool, round(rate)))
+    return runs
+
+
+def report(result: dict[str, Any], runs: list[Run], line_rate: float, persistent: float) -> None:
+    size, batch = result["message_bytes"], result["batch"]
+    print(f"{result['messages']:,} messages of {size:,} B, batches of {batch}")
+    print(f"smtp-source -s 16:    {line_rate:,.0f}/s (the line rate)")
+    print(f"smtp-source -s 16 -d: {persistent:,.0f}/s (keeping its connections)")
+    for r in runs:
+        print(
+            f"tidings on {r.loop:>7}, {r.connections:>2} connections: {r.per_second:>7,}/s  "
+            f"{r.per_second / line_rate:.2f}x line rate, {r.per_second / persistent:.2f}x with -d"
+        )
+    passed = verdict(result["passed_ratio"])
+    print(f"best asyncio ratio {result['best_ratio']} (goal >= {GOAL_RATIO}) {passed}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=20_000)
@@ -146,44 +177,29 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true", help="cProfile one run of pool 8")
     args = parser.parse_args()
     messages = build_messages(args.messages, args.size)
-    mean_size = sum(len(m.data) for m in messages[:DISTINCT_MESSAGES]) // DISTINCT_MESSAGES
     port = free_port()
     with smtp_sink(port):
         if args.profile:
             profile(port, messages, 8, args.batch)
             return 0
         line_rate = source_rate(port, args.messages, args.size, keep_connections=False)
-        persistent_rate = source_rate(port, args.messages, args.size, keep_connections=True)
-        runs = []
-        for loop_name, run in loop_runners().items():
-            for pool in (int(p) for p in args.pools.split(",")):
-                rate = run(transport_rate(port, messages, pool, args.batch))
-                runs.append({"loop": loop_name, "connections": pool, "per_second": round(rate)})
-    best = max(r["per_second"] for r in runs if r["loop"] == "asyncio")
+        persistent = source_rate(port, args.messages, args.size, keep_connections=True)
+        runs = measure(args, port, messages)
+    best = max(r.per_second for r in runs if r.loop == "asyncio")
     result = {
         "benchmark": "smtp_client",
         "messages": args.messages,
-        "message_bytes": mean_size,
+        "message_bytes": sum(len(m.data) for m in messages[:DISTINCT_MESSAGES])
+        // DISTINCT_MESSAGES,
         "batch": args.batch,
         "line_rate_per_second": round(line_rate),
-        "line_rate_keeping_connections_per_second": round(persistent_rate),
-        "runs": runs,
+        "line_rate_keeping_connections_per_second": round(persistent),
+        "runs": [asdict(r) for r in runs],
         "best_ratio": round(best / line_rate, 2),
         "passed_ratio": best / line_rate >= GOAL_RATIO,
         "machine": machine(),
     }
-    print(f"{args.messages:,} messages of {mean_size:,} B, batches of {args.batch}")
-    print(f"smtp-source -s 16:    {line_rate:,.0f}/s (line rate)")
-    print(f"smtp-source -s 16 -d: {persistent_rate:,.0f}/s (keeping connections)")
-    for r in runs:
-        ratio, ratio_d = r["per_second"] / line_rate, r["per_second"] / persistent_rate
-        print(
-            f"tidings {r['loop']:>7}, {r['connections']:>2} connections: "
-            f"{r['per_second']:>7,}/s  {ratio:.2f}x line rate, {ratio_d:.2f}x with -d"
-        )
-    print(
-        f"best asyncio ratio {result['best_ratio']} (goal >= {GOAL_RATIO}) {verdict(result['passed_ratio'])}"
-    )
+    report(result, runs, line_rate, persistent)
     print(f"wrote {write_result('smtp_client', result)}")
     return 0
 

@@ -66,7 +66,7 @@ class Settings(BaseSettings):
         default=250, ge=1, le=5000, description="Deliveries claimed per transaction."
     )
     worker_lease_seconds: int = Field(
-        default=300, ge=10, description="A claimed batch not recorded by then is claimed again."
+        default=300, ge=2, description="A claimed batch not recorded by then is claimed again."
     )
     retry_base_seconds: float = Field(default=60.0, gt=0, description="First retry delay cap.")
     retry_cap_seconds: float = Field(default=6 * 3600.0, gt=0, description="Longest retry delay.")

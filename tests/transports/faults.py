@@ -1,5 +1,6 @@
 """A scriptable SMTP server for tests: it answers each recipient as a rule says (accept, 421,
 451, 550, never answer, drop the connection after the data), and records what it received.
+It can also refuse at the greeting, answer AUTH as told, and close idle sessions.
 
 With PIPELINING advertised it holds its replies until the group ends (at DATA, as RFC 2920
 allows), so a client that waits for each reply before the next command hangs against it.
@@ -87,10 +88,15 @@ class FaultSmtpServer:
         *,
         pipelining: bool = True,
         greeting: str = "220-fault.test ESMTP\r\n220 ready",
+        idle_timeout: float | None = None,
+        auth: str | None = None,
     ) -> None:
         self.rules = dict(rules or {})
         self.pipelining = pipelining
         self.greeting = greeting
+        self.idle_timeout = idle_timeout  # then "421 timeout exceeded" and close, as Postfix
+        # Offer AUTH PLAIN LOGIN and answer it so; "{0}" is what the client sent after AUTH.
+        self.auth = auth
         self.received: dict[str, list[bytes]] = {}  # recipient -> each message's data
         self.connections = 0
         self.groups: list[list[str]] = []  # the commands answered together, in order
@@ -158,13 +164,22 @@ class _Conversation:
         self._recipient: str | None = None
 
     async def run(self) -> None:
-        while (line := await self._wire.line()) is not None:
+        while (line := await self._next_line()) is not None:
             verb, _, argument = line.decode().partition(" ")
             verb = verb.upper()
             if not self._server.pipelining and self._wire.has_more:
                 self._server.lockstep_violations += 1
             if not await self._answer(verb, argument):
                 return
+
+    async def _next_line(self) -> bytes | None:
+        try:
+            async with asyncio.timeout(self._server.idle_timeout):
+                return await self._wire.line()
+        except TimeoutError:
+            self._group.append("(idle)")
+            self._reply("421 4.4.2 fault.test Error: timeout exceeded")
+            return None
 
     async def _answer(self, verb: str, argument: str) -> bool:
         """Reply to one command; False when the session is over."""
@@ -178,6 +193,8 @@ class _Conversation:
             return await self._rcpt(argument.partition("<")[2].partition(">")[0])
         if verb == "DATA":
             return await self._data()
+        if verb == "AUTH" and self._server.auth is not None:
+            return self._reply(self._server.auth.format(argument))
         if verb == "QUIT":
             self._reply("221 2.0.0 Bye")
             return False
@@ -187,6 +204,8 @@ class _Conversation:
         lines = ["fault.test", "SIZE 10240000", "8BITMIME", "ENHANCEDSTATUSCODES"]
         if self._server.pipelining:
             lines.insert(1, "PIPELINING")
+        if self._server.auth is not None:
+            lines.insert(1, "AUTH PLAIN LOGIN")
         return "\r\n".join(f"250-{line}" for line in lines[:-1]) + f"\r\n250 {lines[-1]}"
 
     async def _rcpt(self, address: str) -> bool:

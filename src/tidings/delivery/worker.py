@@ -58,7 +58,9 @@ class WorkerOptions:
     batch_size: int = 250
     lease_seconds: float = 300.0
     idle_seconds: float = 0.5  # how long to wait when there is nothing to send
-    senders: int = 2  # batches being sent at once
+    # Batches being sent at once. One (spread over all SMTP connections) means a crash leaves at
+    # most one batch sent but not recorded, the most that is ever sent twice.
+    senders: int = 1
     prefetch: int = 2  # composed batches waiting for a sender
     grace_seconds: float = 20.0  # on shutdown, time to finish what was claimed
 

@@ -16,6 +16,7 @@ import ipaddress
 import re
 import socket
 import ssl
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -31,7 +32,14 @@ CRLF = b"\r\n"
 _QUEUED_AS = re.compile(r"queued as ([^\s;,]+)", re.IGNORECASE)
 # Anything that could end or extend an SMTP command line inside an envelope address.
 _UNSAFE_ADDRESS = re.compile(r"[\x00-\x20<>\x7f]")
-_QUIT_TIMEOUT = 5.0
+_QUIT_TIMEOUT = 5.0  # also bounds the NOOP that checks an idle connection
+# A connection idle this long is checked with NOOP before use: servers close idle sessions
+# (Postfix after 300 s, many providers sooner), and the first message must not pay for that.
+_IDLE_PROBE_AFTER = 1.0
+# The at-least-once trade-off, spelled out in the delivery's log when it applies.
+_AFTER_DATA = (
+    "after the message data was sent, so its outcome is unknown (a retry may deliver twice)"
+)
 _BACKOFF_FIRST = 0.1  # seconds before reconnecting after a failed connect, doubling
 _BACKOFF_MAX = 2.0  # ...up to this: a dead server is not hammered, a batch never stalls long
 # What a network or a misbehaving server can do to a session; anything else is a bug and raises.
@@ -65,6 +73,8 @@ class SmtpConfig:
             raise ValueError(f"timeout must be positive, not {self.timeout}")
         if (self.username is None) != (self.password is None):
             raise ValueError("username and password go together: set both or neither")
+        if not self.helo_name.isascii() or _UNSAFE_ADDRESS.search(self.helo_name):
+            raise ValueError(f"helo_name must be an ASCII host name, not {self.helo_name!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +101,8 @@ class SmtpError(Exception):
 class SmtpReplyError(SmtpError):
     """The server refused a session step (greeting, EHLO, STARTTLS, AUTH) with this reply."""
 
-    def __init__(self, reply: Reply) -> None:
-        super().__init__(reply.text)
+    def __init__(self, reply: Reply, detail: str | None = None) -> None:
+        super().__init__(detail or reply.text)
         self.reply = reply
         self.outcome = _outcome_of(reply.code)
 
@@ -142,6 +152,13 @@ def _dot_stuffed(data: bytes) -> bytes:
     return stuffed + (b".\r\n" if stuffed[-2:] == CRLF else b"\r\n.\r\n")
 
 
+def _redacted(text: str, secrets: Sequence[bytes]) -> str:
+    for secret in sorted(secrets, key=len, reverse=True):  # a token may contain another
+        if secret:
+            text = text.replace(secret.decode("utf-8", "replace"), "[redacted]")
+    return text
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -167,6 +184,7 @@ class SmtpConnection:
         self._reset_pending = False
         self.capabilities: dict[str, str] = {}
         self.transactions = 0
+        self.idle_since = time.monotonic()
 
     @property
     def is_open(self) -> bool:
@@ -205,6 +223,23 @@ class SmtpConnection:
         except BaseException:  # cancelled mid-transaction: the session's state is unknown
             self.abort()
             raise
+        finally:
+            self.idle_since = time.monotonic()
+
+    async def is_alive(self) -> bool:
+        """Whether the server still answers NOOP; if not, the connection is dropped."""
+        if not self.is_open or self._reader.at_eof():
+            self.abort()
+            return False
+        try:
+            async with asyncio.timeout(min(self._config.timeout, _QUIT_TIMEOUT)):
+                reply = await self._command(b"NOOP\r\n")
+        except (*_NETWORK_ERRORS, SmtpError):
+            reply = None
+        if reply is None or reply.code != 250:  # a 421 "timeout exceeded" waiting there, say
+            self.abort()
+            return False
+        return True
 
     async def quit(self) -> None:
         """Say goodbye; a server that does not answer within a few seconds is just dropped."""
@@ -285,9 +320,9 @@ class SmtpConnection:
         mechanisms = self.capabilities.get("AUTH", "").upper().split()
         user = (self._config.username or "").encode()
         password = (self._config.password or "").encode()
+        plain_token = base64.b64encode(b"\0" + user + b"\0" + password)
         if "PLAIN" in mechanisms:
-            token = base64.b64encode(b"\0" + user + b"\0" + password)
-            reply = await self._command(b"AUTH PLAIN " + token + CRLF)
+            reply = await self._command(b"AUTH PLAIN " + plain_token + CRLF)
         elif "LOGIN" in mechanisms:
             reply = await self._command(b"AUTH LOGIN\r\n")
             for secret in (user, password):
@@ -298,8 +333,9 @@ class SmtpConnection:
             raise SmtpConfigError(
                 f"{self._where} offers no AUTH mechanism we speak (PLAIN, LOGIN), only: {offered}"
             )
-        if reply.code != 235:
-            raise SmtpReplyError(reply)
+        if reply.code != 235:  # a server may echo what it could not decode: never show that
+            secrets = (password, base64.b64encode(password), plain_token)
+            raise SmtpReplyError(reply, _redacted(reply.text, secrets))
 
     def _refusal(self, message: OutgoingMessage) -> str | None:
         """Why a message cannot go to this server whatever is retried, or None."""
@@ -324,7 +360,7 @@ class SmtpConnection:
             refusal = await self._lockstep_envelope(mail, rcpt)
         if refusal is not None:
             return self._refused(message, refusal)
-        self._stage = "after the message data was sent (outcome unknown: a retry may deliver twice)"
+        self._stage = _AFTER_DATA
         assert self._writer is not None
         self._writer.write(_dot_stuffed(message.data))
         await self._writer.drain()
@@ -423,6 +459,13 @@ class SmtpConnection:
         return f"{type(error).__name__}: {error} {where}"  # a reply line beyond the stream limit
 
 
+async def _still_usable(connection: SmtpConnection) -> bool:
+    """Used a moment ago, or idle for a while and still answering NOOP."""
+    if time.monotonic() - connection.idle_since < _IDLE_PROBE_AFTER:
+        return True
+    return await connection.is_alive()
+
+
 class _PoolSlot:
     """A place in the pool: at most one open connection, opened when first needed and reopened
     after a break, with a backoff after a failed connect so that a dead server is not hammered."""
@@ -438,9 +481,10 @@ class _PoolSlot:
         """An open connection with room for another message; raises ``SmtpError``."""
         current = self._connection
         if current is not None and current.is_open:
-            if current.transactions < self._config.max_messages_per_connection:
+            if current.transactions >= self._config.max_messages_per_connection:
+                await current.quit()
+            elif await _still_usable(current):
                 return current
-            await current.quit()
         loop = asyncio.get_running_loop()
         await asyncio.sleep(max(0.0, self._retry_at - loop.time()))
         fresh = SmtpConnection(self._config, self._ssl_context)
@@ -499,6 +543,8 @@ class SmtpTransport:
 
     async def close(self) -> None:
         """QUIT every connection, after the batches in flight are done."""
+        if self._closed:
+            return
         self._closed = True
         slots = [await self._idle.get() for _ in range(self._config.connections)]
         await asyncio.gather(*(slot.close() for slot in slots))
