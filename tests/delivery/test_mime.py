@@ -127,3 +127,28 @@ def test_any_content_round_trips_and_no_line_passes_998_octets(
     got = parts(message)
     assert got["text/plain"].rstrip("\n") == normalized(text).rstrip("\n")
     assert got["text/html"].rstrip("\n") == normalized(html).rstrip("\n")
+
+
+def encodings(raw: bytes) -> list[str]:
+    return [str(p["Content-Transfer-Encoding"]) for p in parse(raw).walk() if not p.is_multipart()]
+
+
+def test_text_that_already_is_7bit_is_sent_as_it_is_and_the_rest_quoted_printable() -> None:
+    plain = build_message(headers(), "Hi Ann,\nnews.", "<p class=\"x\">news</p>\n<p>more</p>")
+    assert encodings(plain) == ["7bit", "7bit"]
+    assert b'<p class="x">news</p>\r\n<p>more</p>' in plain
+    long_line = "<p>" + "x" * 1000 + "</p>"
+    for text, html in [("Grüße", "<p>ok</p>"), ("ok", long_line), ("nul \x00 here", "<p>ok</p>")]:
+        raw = build_message(headers(), text, html)
+        assert "quoted-printable" in encodings(raw)
+        assert parts(parse(raw)) == {"text/plain": text, "text/html": html}
+
+
+def test_a_7bit_body_holding_the_boundary_is_quoted_printable_and_cannot_end_a_part() -> None:
+    first = build_message(headers(), "t", "<p>h</p>")
+    boundary = parse(first).get_boundary()
+    assert boundary is not None
+    forged = f"before\n--{boundary}\nContent-Type: text/html\n\n<p>forged</p>\n--{boundary}--"
+    raw = build_message(headers(), forged, "<p>h</p>")
+    assert encodings(raw) == ["quoted-printable", "7bit"]
+    assert parts(parse(raw)) == {"text/plain": forged, "text/html": "<p>h</p>"}

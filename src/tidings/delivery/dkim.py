@@ -22,7 +22,7 @@ SIGNED_HEADERS = (
 )  # fmt: skip
 _WSP_RUN = re.compile(rb"[ \t]+")
 _FOLD = re.compile(rb"\r\n(?=[ \t])")
-_TRAILING_WSP = re.compile(rb"[ \t]+\r\n")
+_BLANKS = re.compile(rb"[ \t]{2,}|\t")  # the runs that relaxed canonicalization changes
 PrivateKey = rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 
 
@@ -68,8 +68,9 @@ def canonical_header(name: str, value: bytes) -> bytes:
 def canonical_body(body: bytes) -> bytes:
     """Relaxed body canonicalization: runs of blanks as one space, none at line ends, no empty
     lines at the end; a non-empty body ends with CRLF."""
-    body = _WSP_RUN.sub(b" ", body)
-    body = _TRAILING_WSP.sub(b"\r\n", body)
+    if b"\t" in body or b"  " in body:  # most bodies have neither: skip the regex (0.7 ms/20 KB)
+        body = _BLANKS.sub(b" ", body)
+    body = body.replace(b" \r\n", b"\r\n")  # blanks are single spaces now
     if body.endswith(b" "):
         body = body.rstrip(b" ")
     body = body.rstrip(b"\r\n")

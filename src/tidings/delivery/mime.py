@@ -5,7 +5,8 @@ of its tests.
 
 Header values never carry a line break: every control character in a value becomes a space, so
 a header cannot be injected whatever a subject, a name or an address holds. Bodies are
-quoted-printable (lines of at most 76 octets); encoded headers are folded below 78.
+7bit when they already are (ASCII, short lines), else quoted-printable (lines of at most 76
+octets); encoded headers are folded below 78.
 """
 
 from __future__ import annotations
@@ -51,9 +52,10 @@ def build_message(headers: MessageHeaders, text: str, html: str | None) -> bytes
     """The whole message: headers, then text/plain alone or multipart/alternative with HTML."""
     lines = _header_lines(headers)
     if html is None:
+        encoding, encoded = _encoded_body(text)
         lines.append(b'Content-Type: text/plain; charset="utf-8"')
-        lines.append(b"Content-Transfer-Encoding: quoted-printable")
-        return CRLF.join(lines) + CRLF + CRLF + _quoted_printable(text)
+        lines.append(b"Content-Transfer-Encoding: " + encoding)
+        return CRLF.join(lines) + CRLF + CRLF + encoded
     boundary = _boundary(headers.message_id)
     lines.append(b'Content-Type: multipart/alternative; boundary="' + boundary + b'"')
     parts = [
@@ -146,22 +148,38 @@ def _encoded_words(value: str) -> bytes:
 
 def _boundary(message_id: str) -> bytes:
     # "=_" cannot occur in quoted-printable text (a literal "=" is written "=3D"), so a boundary
-    # holding it can never collide with a body line. Derived from the Message-ID: deterministic.
+    # holding it can never collide with a body line; a 7bit body is checked for it instead.
+    # Derived from the Message-ID: deterministic.
     token = binascii.hexlify(message_id.encode("utf-8", "replace"))[:40]
     return b"=_tdg_" + token
 
 
 def _part(content_type: bytes, body: str, boundary: bytes) -> bytes:
+    encoding, encoded = _encoded_body(body, boundary)
     return (
         b"--" + boundary + CRLF
         + b"Content-Type: " + content_type + CRLF
-        + b"Content-Transfer-Encoding: quoted-printable" + CRLF + CRLF
-        + _quoted_printable(body) + CRLF
+        + b"Content-Transfer-Encoding: " + encoding + CRLF + CRLF
+        + encoded + CRLF
     )  # fmt: skip
 
 
-def _quoted_printable(body: str) -> bytes:
-    """Quoted-printable with CRLF line ends; every line at most 76 octets."""
-    data = body.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8", "replace")
+def _encoded_body(body: str, boundary: bytes = b"") -> tuple[bytes, bytes]:
+    """The transfer encoding and the encoded body, with CRLF line ends.
+
+    Text that already is valid 7bit (US-ASCII, no NUL, lines of at most 998 octets) goes as it is:
+    no encoding at all, the common case for templates written with line breaks. Anything else is
+    quoted-printable (lines of at most 76 octets), which ``binascii`` makes at about 140 MB/s —
+    a tenth of a millisecond per 14 KB, the largest cost of building a message when it applies.
+    A body holding the boundary (possible only in 7bit) is quoted-printable too.
+    """
+    text = body.replace("\r\n", "\n").replace("\r", "\n")
+    if _is_7bit(text) and (not boundary or boundary.decode() not in text):
+        return b"7bit", text.encode("ascii").replace(b"\n", CRLF)
+    data = text.encode("utf-8", "replace")
     encoded = binascii.b2a_qp(data, quotetabs=False, istext=True, header=False)
-    return encoded.replace(b"\n", CRLF)
+    return b"quoted-printable", encoded.replace(b"\n", CRLF)
+
+
+def _is_7bit(text: str) -> bool:
+    return text.isascii() and "\x00" not in text and len(max(text.split("\n"), key=len)) <= 998

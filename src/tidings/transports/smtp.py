@@ -53,6 +53,8 @@ def _local_name() -> str:
 
 @dataclass(frozen=True, slots=True)
 class SmtpConfig:
+    """Where and how to hand mail over. The password and the TLS context stay out of repr."""
+
     host: str
     port: int = 25
     security: Security = "none"  # "tls" is implicit TLS (port 465), "starttls" upgrades (587)
@@ -99,12 +101,16 @@ class SmtpError(Exception):
 
 
 class SmtpReplyError(SmtpError):
-    """The server refused a session step (greeting, EHLO, STARTTLS, AUTH) with this reply."""
+    """The server refused a session step (greeting, EHLO, STARTTLS, AUTH) with this reply.
+
+    Transient even for a 5xx: a refused session says nothing about the messages (a wrong
+    password, a blocked IP), so they wait, with backoff, for the operator's fix instead of a
+    whole campaign failing for good."""
 
     def __init__(self, reply: Reply, detail: str | None = None) -> None:
         super().__init__(detail or reply.text)
         self.reply = reply
-        self.outcome = _outcome_of(reply.code)
+        self.outcome = Outcome.transient
 
 
 class SmtpConfigError(SmtpError):
