@@ -28,6 +28,7 @@ from tidings.db.engine import create_database
 from tidings.db.registry import all_metadata
 from tidings.runtime import Runtime
 from tidings.security.crypto import (
+    FernetBatchDecryptor,
     FernetBatchEncryptor,
     InvalidEmail,
     PiiCipher,
@@ -152,6 +153,35 @@ def test_encrypt_many_stores_what_decrypt_reads_under_the_current_key() -> None:
     assert all(s.startswith(f"{key_id(NEW_KEY)}:") for s in stored)
     assert [cipher.decrypt(s) for s in stored] == values
     assert cipher.encrypt_many([]) == []
+
+
+@settings(max_examples=200)
+@given(st.lists(st.binary(max_size=100), max_size=40))
+def test_the_batch_decryptor_reads_what_fernet_encrypts(plaintexts: list[bytes]) -> None:
+    """Fernet itself makes the tokens: any mix of lengths, decrypted in one batch."""
+    fernet = Fernet(NEW_KEY.encode())
+    tokens = [fernet.encrypt(p).decode() for p in plaintexts]
+    assert FernetBatchDecryptor(NEW_KEY).decrypt(tokens) == plaintexts
+
+
+def test_the_batch_decryptor_refuses_tampered_foreign_and_malformed_tokens() -> None:
+    good = Fernet(NEW_KEY.encode()).encrypt(b"ann@example.com").decode()
+    raw = bytearray(base64.urlsafe_b64decode(good))
+    raw[30] ^= 1  # a ciphertext bit
+    tampered = base64.urlsafe_b64encode(bytes(raw)).decode()
+    foreign = Fernet(OLD_KEY.encode()).encrypt(b"bob@example.com").decode()
+    found = FernetBatchDecryptor(NEW_KEY).decrypt([good, tampered, foreign, "not base64!", ""])
+    assert found == [b"ann@example.com", None, None, None, None]
+
+
+def test_decrypt_many_reads_values_under_every_configured_key() -> None:
+    old = PiiCipher([OLD_KEY], HMAC_KEY).encrypt("old@example.com")
+    cipher = PiiCipher([NEW_KEY, OLD_KEY], HMAC_KEY)
+    stored = [cipher.encrypt("ann@example.com"), old, cipher.encrypt("")]
+    assert cipher.decrypt_many(stored) == ["ann@example.com", "old@example.com", ""]
+    tampered = stored[0][:-6] + ("A" if stored[0][-6] != "A" else "B") + stored[0][-5:]
+    with pytest.raises(UnknownEncryptionKey):
+        cipher.decrypt_many([tampered])
 
 
 def test_the_batch_encryptor_refuses_a_key_that_is_not_a_fernet_key() -> None:

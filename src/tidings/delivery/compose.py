@@ -16,7 +16,7 @@ from email.utils import parseaddr
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import exists, select
+from sqlalchemy import Text, exists, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tidings.audience.models import Subscriber, SubscriberStatus, Suppression
@@ -33,6 +33,7 @@ from tidings.delivery.dkim_keys import load_signers
 from tidings.delivery.links import MailLinks
 from tidings.delivery.mime import MessageHeaders, build_message, message_id
 from tidings.delivery.outbox import Claimed, Outcome
+from tidings.security.crypto import active_cipher
 from tidings.transports.base import OutgoingMessage
 
 CACHED_RUNS = 100  # compiled contents kept; past that the cache starts again
@@ -215,20 +216,26 @@ class Composer:
 async def load_recipients(
     session: AsyncSession, subscriber_ids: Iterable[int]
 ) -> dict[int, Recipient]:
-    """The subscribers of a batch (e-mail decrypted), and whether they may be mailed now."""
+    """The subscribers of a batch, and whether they may be mailed now. The addresses are read
+    encrypted and decrypted in one batch (several times faster than one by one)."""
     suppressed = exists().where(Suppression.email_hash == Subscriber.email_hash)
-    rows = await session.execute(
-        select(
-            Subscriber.id,
-            Subscriber.email,
-            Subscriber.email_hash,
-            Subscriber.name,
-            Subscriber.attributes,
-            Subscriber.tags,
-            (Subscriber.status == SubscriberStatus.active.value) & ~suppressed,
-        ).where(Subscriber.id.in_(sorted(subscriber_ids)))
-    )
+    rows = (
+        await session.execute(
+            select(
+                Subscriber.id,
+                type_coerce(Subscriber.email, Text()),
+                Subscriber.email_hash,
+                Subscriber.name,
+                Subscriber.attributes,
+                Subscriber.tags,
+                (Subscriber.status == SubscriberStatus.active.value) & ~suppressed,
+            ).where(Subscriber.id.in_(sorted(subscriber_ids)))
+        )
+    ).all()
+    emails = active_cipher().decrypt_many([row[1] for row in rows])
     return {
         key: Recipient(key, email, email_hash, name, attributes, tags, bool(mailable))
-        for key, email, email_hash, name, attributes, tags, mailable in rows
+        for (key, _, email_hash, name, attributes, tags, mailable), email in zip(
+            rows, emails, strict=True
+        )
     }

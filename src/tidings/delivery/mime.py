@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -72,7 +73,7 @@ def sanitize(value: str) -> str:
 
 def _header_lines(h: MessageHeaders) -> list[bytes]:
     lines = [
-        b"Date: " + format_datetime(h.date).encode(),
+        b"Date: " + _date(h.date),
         b"From: " + _mailbox(h.from_name, h.from_address),
         b"To: " + _address(h.to_address),
         b"Subject: " + _unstructured(h.subject),
@@ -95,11 +96,17 @@ def _header_lines(h: MessageHeaders) -> list[bytes]:
     return lines
 
 
+@functools.lru_cache(maxsize=64)  # one date per batch
+def _date(moment: datetime) -> bytes:
+    return format_datetime(moment).encode()
+
+
 def _address(address: str) -> bytes:
     # Addresses were validated when stored; a non-ASCII local part goes out as UTF-8 (SMTPUTF8).
     return sanitize(address).encode()
 
 
+@functools.lru_cache(maxsize=256)  # the same sender for every message of a run
 def _mailbox(name: str, address: str) -> bytes:
     name = sanitize(name)
     if not name:
