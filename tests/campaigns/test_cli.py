@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 from typer.testing import CliRunner
 
+from tidings.campaigns.scheduler import scheduler_tick
 from tidings.campaigns.schemas import CampaignCreate
 from tidings.campaigns.service import create_campaign
 from tidings.cli import app
@@ -60,3 +62,24 @@ def test_an_unknown_campaign_is_one_red_line_and_exit_status_1(campaign_id: int)
     assert result.exit_code == 1
     assert "no campaign with id 4242" in result.output
     assert "Traceback" not in result.output
+
+
+async def _tick_later(settings: Settings) -> None:
+    await asyncio.sleep(1.0)  # the watch is showing the run as materializing by now
+    database = create_database(settings)
+    try:
+        await scheduler_tick(database)  # no subscribers: the run is materialized and done
+    finally:
+        await database.dispose()
+
+
+def test_send_now_watch_follows_the_run_until_it_ends(campaign_id: int, cli_env: Runtime) -> None:
+    ticker = threading.Thread(target=asyncio.run, args=(_tick_later(cli_env.settings),))
+    ticker.start()
+    try:
+        watched = runner.invoke(app, ["campaigns", "send-now", str(campaign_id), "--watch"])
+    finally:
+        ticker.join()
+    assert watched.exit_code == 0, watched.output
+    assert "run 1 started" in watched.output and "done" in watched.output
+    assert "sent 0" in watched.output

@@ -290,5 +290,8 @@ async def test_deliveries_are_listed_per_campaign_and_per_subscriber(
     runs = (await client.get(f"/campaigns/{campaign_id}/runs")).json()["items"]
     assert runs[0]["sent"] == (3 if status == "sent" else 0)
     assert (await client.get("/campaigns/999999/deliveries")).status_code == 404
+    metrics = (await client.get("/metrics")).text
+    if status == "sent":
+        assert 'tidings_deliveries_total{result="sent",transport="smtp"}' in metrics
     bad = await client.get(f"/campaigns/{campaign_id}/deliveries?status=lost")
     assert bad.status_code == 422

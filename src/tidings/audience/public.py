@@ -88,7 +88,7 @@ async def public_subscribe(
     token = signer.sign(
         CONFIRM_PURPOSE, {"subscription": row.id, "subscriber": subscriber.id}, CONFIRM_TTL_SECONDS
     )
-    send_transactional(settings, confirmation_mail(settings, address, topic, token))
+    await send_transactional(settings, confirmation_mail(settings, address, topic, token))
     return SignupOutcome.confirmation_sent
 
 

@@ -187,7 +187,7 @@ class Composer:
     ) -> RunContent:
         default_name, default_address = parseaddr(self._identity.default_from)
         from_address = campaign.from_email or default_address
-        domain = from_address.rpartition("@")[2].lower() or "localhost"
+        domain = _ascii_domain(from_address.rpartition("@")[2]) or "localhost"
         signers = await load_signers(session)  # once per run: a new key takes effect
         compiled, problem = None, None
         try:
@@ -211,6 +211,14 @@ class Composer:
             feedback_id=f"{campaign.id}:{run_id}:campaign:tidings",
             signer=signers.get(domain),
         )
+
+
+def _ascii_domain(domain: str) -> str:
+    """The domain as DKIM keys are stored: lower case, an IDN in its punycode form."""
+    try:
+        return domain.lower().encode("idna").decode("ascii")
+    except UnicodeError:
+        return domain.lower()
 
 
 async def load_recipients(

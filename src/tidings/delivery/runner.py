@@ -5,33 +5,12 @@ from __future__ import annotations
 
 import asyncio
 
-from tidings.config import Settings
 from tidings.delivery.compose import Composer, SenderIdentity
 from tidings.delivery.links import MailLinks
 from tidings.delivery.worker import DeliveryWorker, RetryPolicy, WorkerOptions
 from tidings.runtime import Runtime
 from tidings.transports.base import Transport
-from tidings.transports.local import ConsoleTransport, MaildirTransport
-from tidings.transports.smtp import SmtpConfig, SmtpTransport
-
-
-def open_transport(settings: Settings) -> Transport:
-    if settings.mail_transport == "smtp":
-        password = settings.smtp_password
-        return SmtpTransport(
-            SmtpConfig(
-                host=settings.smtp_host,
-                port=settings.smtp_port,
-                security=settings.smtp_security,
-                username=settings.smtp_username,
-                password=password.get_secret_value() if password else None,
-                timeout=settings.smtp_timeout,
-                connections=settings.smtp_connections,
-            )
-        )
-    if settings.mail_transport == "console":
-        return ConsoleTransport()
-    return MaildirTransport(settings.data_dir / "mail")
+from tidings.transports.factory import open_transport
 
 
 def mail_links(runtime: Runtime) -> MailLinks:

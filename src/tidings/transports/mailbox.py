@@ -1,18 +1,17 @@
-"""Transactional mail (confirmations) through the configured local transport.
-
-The delivery engine (campaign mail, SMTP and provider APIs) builds on the same transports; until
-then a transactional message goes straight to the maildir (the embedded default) or the console.
-"""
+"""Transactional mail (confirmations): one message at a time, through the same transport as
+campaign mail (maildir by default, console, or SMTP), outside the outbox."""
 
 from __future__ import annotations
 
+import email.policy
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
 from tidings.config import Settings
 from tidings.logs import get_logger
-from tidings.transports.local import write_to_maildir
+from tidings.transports.base import Outcome, OutgoingMessage
+from tidings.transports.factory import open_transport
 
 log = get_logger("tidings.mail")
 
@@ -39,10 +38,18 @@ def build_message(mail: OutgoingMail, sender: str) -> EmailMessage:
     return message
 
 
-def send_transactional(settings: Settings, mail: OutgoingMail) -> None:
+async def send_transactional(settings: Settings, mail: OutgoingMail) -> bool:
+    """Send now; False (and a warning in the log) when the transport did not accept it."""
     message = build_message(mail, settings.mail_from)
-    if settings.mail_transport == "console":
-        print(message.as_string())
-        return
-    path = write_to_maildir(settings.data_dir / "mail", bytes(message))
-    log.info("mail.written", transport="maildir", file=path.name)
+    sender = message["From"].addresses[0].addr_spec
+    outgoing = OutgoingMessage(0, sender, mail.to, message.as_bytes(policy=email.policy.SMTP))
+    transport = open_transport(settings)
+    try:
+        [result] = await transport.send([outgoing])
+    finally:
+        await transport.close()
+    if result.outcome != Outcome.accepted:
+        log.warning("mail.not_sent", transport=transport.name, reason=result.detail)
+        return False
+    log.info("mail.sent", transport=transport.name, id=result.provider_message_id)
+    return True
