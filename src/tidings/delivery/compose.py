@@ -9,6 +9,7 @@ becomes ``failed`` with the template's error. Neither stops the rest of the batc
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,6 +37,7 @@ from tidings.delivery.outbox import Claimed, Outcome
 from tidings.security.crypto import active_cipher
 from tidings.transports.base import OutgoingMessage
 
+YIELD_EVERY = 8  # messages composed between turns of the event loop (keeps SMTP sessions busy)
 CACHED_RUNS = 100  # compiled contents kept; past that the cache starts again
 
 
@@ -102,7 +104,9 @@ class Composer:
         recipients = await load_recipients(session, {c.subscriber_id for c in claimed})
         contents = await self._run_contents(session, {c.run_id for c in claimed})
         batch = PreparedBatch(claimed, [], [], {c.id: c for c in claimed}, {})
-        for delivery in claimed:
+        for number, delivery in enumerate(claimed, 1):
+            if number % YIELD_EVERY == 0:  # let the SMTP replies of the batch being sent in
+                await asyncio.sleep(0)
             recipient = recipients.get(delivery.subscriber_id)
             content = contents[delivery.run_id]
             if recipient is None or not recipient.mailable:
