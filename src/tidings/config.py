@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     smtp_timeout: float = Field(default=30.0, gt=0, description="Seconds to wait for a reply.")
     workers: bool = Field(default=True, description="Run delivery workers inside `tidings serve`.")
     worker_batch_size: int = Field(
-        default=250, ge=1, le=5000, description="Deliveries claimed per transaction."
+        default=500, ge=1, le=5000, description="Deliveries claimed per transaction."
     )
     worker_lease_seconds: int = Field(
         default=300, ge=2, description="A claimed batch not recorded by then is claimed again."

@@ -55,7 +55,7 @@ class RetryPolicy:
 
 @dataclass(frozen=True)
 class WorkerOptions:
-    batch_size: int = 250
+    batch_size: int = 500
     lease_seconds: float = 300.0
     idle_seconds: float = 0.5  # how long to wait when there is nothing to send
     # Batches being sent at once. One (spread over all SMTP connections) means a crash leaves at
