@@ -7,6 +7,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tests.factories import add_subscriber, add_topic, post_created
+from tidings.campaigns.models import Delivery
+from tidings.db.types import utcnow
 from tidings.security.models import Scope
 
 
@@ -59,6 +61,16 @@ async def test_erasure_deletes_personal_data_keeps_a_tombstone_and_suppresses(
         phone="+4712345678",
         topic_ids=[topic["id"]],
     )
+    session.add(
+        Delivery(
+            run_id=1,
+            subscriber_id=person["id"],
+            status="failed",
+            error="550 5.1.1 <erin@example.com>: Recipient address rejected",
+            next_attempt_at=utcnow(),
+        )
+    )
+    await session.commit()
     erased = await client.post(f"/subscribers/{person['id']}/erase")
     assert erased.status_code == 200
     body = erased.json()
@@ -67,8 +79,10 @@ async def test_erasure_deletes_personal_data_keeps_a_tombstone_and_suppresses(
     assert body["attributes"] == {} and body["tags"] == []
 
     raw = (await session.execute(text("SELECT * FROM subscribers"))).mappings().one()
+    [error] = (await session.execute(text("SELECT error FROM deliveries"))).scalars()
     await session.rollback()
     assert all("erin" not in str(value).lower() for value in raw.values())
+    assert "erin" not in str(error)
     assert (await client.get("/subscribers/erin@example.com")).status_code == 404
     members = (await client.get(f"/topics/{topic['id']}/subscribers")).json()["items"]
     assert [m["status"] for m in members] == ["unsubscribed"]

@@ -22,10 +22,13 @@ from tidings.audience.models import (
     TopicSubscriptionStatus,
 )
 from tidings.audience.subscribers import find_subscriber, set_status
+from tidings.campaigns.models import Delivery
 from tidings.db.types import UTCDateTime, utcnow
 from tidings.promotions.models import PromotionSubscription
 from tidings.security.audit import record_audit
 from tidings.security.models import AuditEntry
+
+ERASED_REPLY = "[the server's reply was erased with the subscriber]"
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,12 @@ async def erase_subscriber(session: AsyncSession, ref: str | int, actor: str) ->
             ),
             updated_at=now,
         )
+    )
+    # Servers quote the address in their replies ("550 5.1.1 <ann@example.com>: unknown").
+    await session.execute(
+        update(Delivery)
+        .where(Delivery.subscriber_id == subscriber.id, Delivery.error.is_not(None))
+        .values(error=ERASED_REPLY)
     )
     record_audit(session, actor, "subscriber.erase", "subscriber", subscriber.id)
     await session.commit()
