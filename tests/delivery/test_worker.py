@@ -295,3 +295,19 @@ async def test_deliveries_are_listed_per_campaign_and_per_subscriber(
         assert 'tidings_deliveries_total{result="sent",transport="smtp"}' in metrics
     bad = await client.get(f"/campaigns/{campaign_id}/deliveries?status=lost")
     assert bad.status_code == 422
+
+
+async def test_a_stopping_worker_gives_back_what_it_claimed_but_did_not_send(
+    client: httpx.AsyncClient, db: Runtime
+) -> None:
+    await fill_subscribers(db, 30)
+    _, run_id = await send_campaign(client)
+    await scheduler_tick(db.database)
+    worker = make_worker(db, 9, batch_size=20)  # never connects: nothing is sent
+    assert await worker._claim_and_compose() is not None
+    held = await deliveries(db, run_id)
+    assert sorted(d.status for d in held.values()) == ["queued"] * 10 + ["sending"] * 20
+    await worker._give_back()
+    back = await deliveries(db, run_id)
+    assert {(d.status, d.attempts) for d in back.values()} == {("queued", 0)}
+    assert all(d.next_attempt_at <= utcnow() for d in back.values())

@@ -97,11 +97,19 @@ async def record_outcomes(
 
 
 async def release(session: AsyncSession, claimed: Sequence[Claimed], now: datetime) -> None:
-    """Give unsent deliveries back (a graceful shutdown): queued, due now, attempt not counted."""
+    """Give unsent deliveries back (a graceful shutdown): queued, due now, attempt not counted.
+    One statement per attempt number (a batch's deliveries mostly share one)."""
+    by_attempt: dict[int, list[int]] = {}
     for delivery in claimed:
+        by_attempt.setdefault(delivery.attempts, []).append(delivery.id)
+    for attempts, ids in by_attempt.items():
         await session.execute(
             update(Delivery)
-            .where(_still_ours(delivery))
+            .where(
+                Delivery.id.in_(ids),
+                Delivery.attempts == attempts,
+                Delivery.status == DeliveryStatus.sending.value,
+            )
             .values(
                 status=DeliveryStatus.queued.value,
                 attempts=Delivery.attempts - 1,

@@ -153,6 +153,7 @@ class DeliveryWorker:
                 await self._deliver(batch)
             except Exception:  # the batch stays leased and is sent again after its lease
                 log.exception("worker.batch_failed", deliveries=len(batch.claimed))
+                self._unrecorded.pop(id(batch), None)
 
     async def _deliver(self, batch: PreparedBatch) -> None:
         results = await self.transport.send(batch.messages) if batch.messages else []
