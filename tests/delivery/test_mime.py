@@ -134,7 +134,7 @@ def encodings(raw: bytes) -> list[str]:
 
 
 def test_text_that_already_is_7bit_is_sent_as_it_is_and_the_rest_quoted_printable() -> None:
-    plain = build_message(headers(), "Hi Ann,\nnews.", "<p class=\"x\">news</p>\n<p>more</p>")
+    plain = build_message(headers(), "Hi Ann,\nnews.", '<p class="x">news</p>\n<p>more</p>')
     assert encodings(plain) == ["7bit", "7bit"]
     assert b'<p class="x">news</p>\r\n<p>more</p>' in plain
     long_line = "<p>" + "x" * 1000 + "</p>"
