@@ -279,6 +279,7 @@ async def test_deliveries_are_listed_per_campaign_and_per_subscriber(
     page = (await client.get(f"/campaigns/{campaign_id}/deliveries", params={"limit": 2})).json()
     assert page["total"] == 3 and len(page["items"]) == 2 and page["next_cursor"]
     assert {d["status"] for d in page["items"]} == {status}
+    assert all((d["next_attempt_at"] is None) == (status == "sent") for d in page["items"])
     rest = await client.get(
         f"/campaigns/{campaign_id}/deliveries", params={"cursor": page["next_cursor"]}
     )
