@@ -96,10 +96,13 @@ async def materialize_pending_runs(session: AsyncSession) -> int:
 async def settle_finished_runs(session: AsyncSession, now: datetime) -> None:
     """Runs with nothing left to send are done; their campaign then waits for its next run or
     is done. Commits."""
-    unsent = exists().where(Delivery.run_id == CampaignRun.id, PENDING)  # an index probe
+    # The workers' counter says when a run may be finished; the index probe confirms it. The
+    # probe alone would run every tick for every sending run, walking the index entries of
+    # deliveries already sent (dead until vacuumed): 45 ms at 500,000 sent.
+    unsent = exists().where(Delivery.run_id == CampaignRun.id, PENDING)
     finished = await session.execute(
         update(CampaignRun)
-        .where(CampaignRun.status == RunStatus.sending.value, ~unsent)
+        .where(CampaignRun.status == RunStatus.sending.value, CampaignRun.queued <= 0, ~unsent)
         .values(status=RunStatus.done.value, finished_at=now)
         .returning(CampaignRun.campaign_id)
     )
