@@ -22,6 +22,7 @@ from tidings.db.types import utcnow
 from tidings.delivery.compose import Composer, SenderIdentity
 from tidings.delivery.dkim_keys import create_dkim_key
 from tidings.delivery.links import MailLinks
+from tidings.delivery.mime import MessageHeaders, build_message
 from tidings.delivery.worker import DeliveryWorker, RetryPolicy, WorkerOptions
 from tidings.runtime import Runtime
 from tidings.transports.smtp import SmtpConfig, SmtpTransport
@@ -312,3 +313,25 @@ async def test_a_stopping_worker_gives_back_what_it_claimed_but_did_not_send(
     back = await deliveries(db, run_id)
     assert {(d.status, d.attempts) for d in back.values()} == {("queued", 0)}
     assert all(d.next_attempt_at <= utcnow() for d in back.values())
+
+
+async def test_a_message_that_cannot_be_built_fails_alone_and_the_batch_goes_on(
+    client: httpx.AsyncClient, db: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await fill_subscribers(db, 3)
+    _, run_id = await send_campaign(client)
+    await scheduler_tick(db.database)
+
+    def broken_for_user1(headers: MessageHeaders, text: str, html: str | None) -> bytes:
+        if headers.to_address == "user1@example.org":
+            raise RuntimeError("a bug")
+        return build_message(headers, text, html)
+
+    monkeypatch.setattr("tidings.delivery.compose.build_message", broken_for_user1)
+    with SmtpServer() as server:
+        await drain(make_worker(db, server.port))
+        assert sorted(r for r, _ in server.inbox.messages) == [
+            "user0@example.org", "user2@example.org",
+        ]  # fmt: skip
+    failed = [d for d in (await deliveries(db, run_id)).values() if d.status == "failed"]
+    assert [d.error for d in failed] == ["could not build the message: RuntimeError"]

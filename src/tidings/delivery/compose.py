@@ -34,9 +34,11 @@ from tidings.delivery.dkim_keys import load_signers
 from tidings.delivery.links import MailLinks
 from tidings.delivery.mime import MessageHeaders, build_message, message_id
 from tidings.delivery.outbox import Claimed, Outcome
+from tidings.logs import get_logger
 from tidings.security.crypto import active_cipher
 from tidings.transports.base import OutgoingMessage
 
+log = get_logger(__name__)
 YIELD_EVERY = 8  # messages composed between turns of the event loop (keeps SMTP sessions busy)
 CACHED_RUNS = 100  # compiled contents kept; past that the cache starts again
 
@@ -117,6 +119,11 @@ class Composer:
                 message = self.compose(content, delivery, recipient, now)
             except TemplateProblem as exc:
                 batch.decided.append(Outcome(delivery, DeliveryStatus.failed, str(exc)))
+                continue
+            except Exception as exc:  # a bug must cost one message, not hold the whole batch
+                log.exception("delivery.compose_failed", delivery=delivery.id)
+                reason = f"could not build the message: {type(exc).__name__}"
+                batch.decided.append(Outcome(delivery, DeliveryStatus.failed, reason))
                 continue
             batch.messages.append(message)
             batch.hashes[delivery.id] = recipient.email_hash
