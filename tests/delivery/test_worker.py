@@ -335,3 +335,42 @@ async def test_a_message_that_cannot_be_built_fails_alone_and_the_batch_goes_on(
         ]  # fmt: skip
     failed = [d for d in (await deliveries(db, run_id)).values() if d.status == "failed"]
     assert [d.error for d in failed] == ["could not build the message: RuntimeError"]
+
+
+async def test_a_worker_whose_lease_ran_out_sends_nothing_another_worker_took_over(
+    client: httpx.AsyncClient, db: Runtime
+) -> None:
+    await fill_subscribers(db, 10)
+    _, run_id = await send_campaign(client)
+    await scheduler_tick(db.database)
+    clock = Clock()
+    with SmtpServer() as server:
+        slow = make_worker(db, server.port, clock=clock, lease_seconds=60)
+        held = await slow._claim_and_compose()  # then it stalls past its lease
+        assert held is not None and len(held.claimed) == 10
+        clock.now += timedelta(seconds=61)
+        other = make_worker(db, server.port, clock=clock, lease_seconds=60)
+        await drain(other)
+        assert len(server.inbox.messages) == 10
+        await slow._deliver(held)  # renewing finds nothing still its own
+        await slow.transport.close()
+        assert len(server.inbox.messages) == 10
+    assert {(d.status, d.attempts) for d in (await deliveries(db, run_id)).values()} == {
+        ("sent", 2)
+    }
+
+
+async def test_a_held_batch_keeps_its_lease_while_it_waits(
+    client: httpx.AsyncClient, db: Runtime
+) -> None:
+    await fill_subscribers(db, 5)
+    _, run_id = await send_campaign(client)
+    await scheduler_tick(db.database)
+    clock = Clock()
+    worker = make_worker(db, 9, clock=clock, lease_seconds=60)
+    batch = await worker._claim_and_compose()
+    assert batch is not None
+    clock.now += timedelta(seconds=50)
+    assert await worker._renew(batch.claimed) == {d.id for d in batch.claimed}
+    leases = {d.lease_until for d in (await deliveries(db, run_id)).values()}
+    assert leases == {clock.now + timedelta(seconds=60)}

@@ -94,6 +94,12 @@ class PreparedBatch:
     by_id: dict[int, Claimed]
     hashes: dict[int, str]  # delivery id -> the address's blind index (for suppressions)
 
+    def keep_only(self, delivery_ids: set[int]) -> None:
+        """Drop the deliveries this worker no longer holds (another worker took them over)."""
+        self.claimed = [c for c in self.claimed if c.id in delivery_ids]
+        self.messages = [m for m in self.messages if m.delivery_id in delivery_ids]
+        self.decided = [o for o in self.decided if o.delivery.id in delivery_ids]
+
 
 class Composer:
     def __init__(self, identity: SenderIdentity) -> None:

@@ -97,19 +97,11 @@ async def record_outcomes(
 
 
 async def release(session: AsyncSession, claimed: Sequence[Claimed], now: datetime) -> None:
-    """Give unsent deliveries back (a graceful shutdown): queued, due now, attempt not counted.
-    One statement per attempt number (a batch's deliveries mostly share one)."""
-    by_attempt: dict[int, list[int]] = {}
-    for delivery in claimed:
-        by_attempt.setdefault(delivery.attempts, []).append(delivery.id)
-    for attempts, ids in by_attempt.items():
+    """Give unsent deliveries back (a graceful shutdown): queued, due now, attempt not counted."""
+    for attempts, ids in _by_attempt(claimed).items():
         await session.execute(
             update(Delivery)
-            .where(
-                Delivery.id.in_(ids),
-                Delivery.attempts == attempts,
-                Delivery.status == DeliveryStatus.sending.value,
-            )
+            .where(_held(ids, attempts))
             .values(
                 status=DeliveryStatus.queued.value,
                 attempts=Delivery.attempts - 1,
@@ -118,6 +110,46 @@ async def release(session: AsyncSession, claimed: Sequence[Claimed], now: dateti
             )
         )
     await session.commit()
+
+
+async def renew(
+    session: AsyncSession, claimed: Sequence[Claimed], lease_seconds: float, now: datetime
+) -> set[int]:
+    """Extend the lease of the deliveries still ours; returns their ids. Commits.
+
+    A worker renews what it holds (a batch waiting to be sent, or being sent), so a slow server
+    never lets a lease run out under it; one that did run out was claimed by another worker
+    and is no longer in the answer, and must not be sent.
+    """
+    lease_end = now + timedelta(seconds=lease_seconds)
+    held: set[int] = set()
+    for attempts, ids in _by_attempt(claimed).items():
+        rows = await session.execute(
+            update(Delivery)
+            .where(_held(ids, attempts))
+            .values(lease_until=lease_end, next_attempt_at=lease_end)
+            .returning(Delivery.id)
+        )
+        held.update(rows.scalars())
+    await session.commit()
+    return held
+
+
+def _by_attempt(claimed: Sequence[Claimed]) -> dict[int, list[int]]:
+    """Delivery ids by attempt number: one statement each (a batch mostly shares one)."""
+    groups: dict[int, list[int]] = {}
+    for delivery in claimed:
+        groups.setdefault(delivery.attempts, []).append(delivery.id)
+    return groups
+
+
+def _held(ids: list[int], attempts: int) -> ColumnElement[bool]:
+    """Those of ``ids`` still in the attempt this worker claimed."""
+    return and_(
+        Delivery.id.in_(ids),
+        Delivery.attempts == attempts,
+        Delivery.status == DeliveryStatus.sending.value,
+    )
 
 
 async def suppress_addresses(

@@ -31,6 +31,7 @@ from tidings.delivery.outbox import (
     claim_batch,
     record_outcomes,
     release,
+    renew,
     suppress_addresses,
 )
 from tidings.transports.base import Outcome as SendOutcome
@@ -104,13 +105,14 @@ class DeliveryWorker:
         """Deliver until ``stop`` is set; then finish or give back what was claimed."""
         queue: asyncio.Queue[PreparedBatch | None] = asyncio.Queue(self.options.prefetch)
         senders = [asyncio.create_task(self._send_loop(queue)) for _ in range(self.options.senders)]
+        heartbeat = asyncio.create_task(self._keep_leases())
         await self._claim_loop(queue, stop)
         for _ in senders:
             await queue.put(None)
         _, late = await asyncio.wait(senders, timeout=self.options.grace_seconds)
-        for task in late:
+        for task in [*late, heartbeat]:
             task.cancel()
-        await asyncio.gather(*late, return_exceptions=True)
+        await asyncio.gather(*late, heartbeat, return_exceptions=True)
         await self._give_back()
 
     async def run_once(self) -> int:
@@ -155,7 +157,27 @@ class DeliveryWorker:
                 log.exception("worker.batch_failed", deliveries=len(batch.claimed))
                 self._unrecorded.pop(id(batch), None)
 
+    async def _keep_leases(self) -> None:
+        """Renew the leases of every batch held, a few times per lease: a batch waiting behind
+        another, or sent to a slow server, is never claimed by a second worker meanwhile."""
+        while True:
+            await asyncio.sleep(self.options.lease_seconds / 3)
+            held = [d for batch in list(self._unrecorded.values()) for d in batch.claimed]
+            if held:
+                try:
+                    await self._renew(held)
+                except Exception:  # the next beat tries again; the lease has time left
+                    log.exception("worker.renew_failed")
+
+    async def _renew(self, claimed: list[Claimed]) -> set[int]:
+        async with self.database.sessions() as session:
+            return await renew(session, claimed, self.options.lease_seconds, self.clock())
+
     async def _deliver(self, batch: PreparedBatch) -> None:
+        held = await self._renew(batch.claimed)
+        if len(held) < len(batch.claimed):  # a lease ran out: another worker has those now
+            log.warning("worker.lease_lost", deliveries=len(batch.claimed) - len(held))
+            batch.keep_only(held)
         results = await self.transport.send(batch.messages) if batch.messages else []
         now = self.clock()
         provider = self.transport.name
