@@ -33,6 +33,7 @@ from tidings.deps import get_runtime
 from tidings.errors import Conflict, NotFound, RuleViolation, TidingsError
 from tidings.logs import get_logger
 from tidings.promotions.api import promotions, subscriptions
+from tidings.providers.api import router as providers_router
 from tidings.runtime import Runtime, open_runtime
 from tidings.security.api import router as security_router
 
@@ -116,6 +117,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(campaigns)
     app.include_router(templates_router)
     app.include_router(content_router)
+    app.include_router(providers_router)
     app.add_api_route(
         "/health",
         health,

@@ -11,6 +11,7 @@ def all_metadata() -> MetaData:
     from tidings.db.base import Base
     from tidings.delivery import models as _delivery  # noqa: F401
     from tidings.promotions import models as _promotions  # noqa: F401
+    from tidings.providers import models as _providers  # noqa: F401
     from tidings.security import models as _security  # noqa: F401
 
     return Base.metadata

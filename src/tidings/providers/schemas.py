@@ -1,0 +1,140 @@
+"""Request and response shapes of /providers. What each kind needs is one table (``KINDS``), so
+a missing API key or an unknown setting is a 422 that names it, and secrets never come back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+from zoneinfo import available_timezones
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from tidings.providers.models import ProviderKind
+from tidings.schemas import ApiModel
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    secrets: tuple[str, ...] = ()  # all required
+    optional_secrets: tuple[str, ...] = ()
+    settings: tuple[str, ...] = ()  # required
+    optional_settings: tuple[str, ...] = ()
+
+    @property
+    def all_secrets(self) -> tuple[str, ...]:
+        return self.secrets + self.optional_secrets
+
+    @property
+    def all_settings(self) -> tuple[str, ...]:
+        return self.settings + self.optional_settings
+
+
+KINDS: dict[ProviderKind, KindSpec] = {
+    ProviderKind.smtp: KindSpec(
+        optional_secrets=("username", "password"),
+        settings=("host",),
+        optional_settings=("port", "security"),
+    ),
+    ProviderKind.ses: KindSpec(
+        secrets=("access_key_id", "secret_access_key"),
+        settings=("region",),
+        optional_settings=("configuration_set", "endpoint_url"),
+    ),
+    ProviderKind.sendgrid: KindSpec(secrets=("api_key",), optional_settings=("base_url",)),
+    ProviderKind.postmark: KindSpec(
+        secrets=("server_token",), optional_settings=("message_stream", "base_url")
+    ),
+    ProviderKind.mailgun: KindSpec(
+        secrets=("api_key",), settings=("domain",), optional_settings=("region", "base_url")
+    ),
+    ProviderKind.azure: KindSpec(secrets=("access_key",), settings=("endpoint",)),
+    ProviderKind.http: KindSpec(
+        optional_secrets=("auth_value",),
+        settings=("url",),
+        optional_settings=("auth_header", "body_template"),
+    ),
+    ProviderKind.maildir: KindSpec(),
+    ProviderKind.console: KindSpec(),
+}
+
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=r"^[\w.-]+$"),
+]
+Domain = Annotated[
+    str, StringConstraints(strip_whitespace=True, to_lower=True, min_length=3, max_length=253)
+]
+Limit = Annotated[int, Field(ge=1, le=100_000_000)]
+Secret = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+SettingValue = str | int | bool
+
+
+def known_timezone(value: str | None) -> str | None:
+    if value is not None and value != "UTC" and value not in available_timezones():
+        raise ValueError(f"unknown timezone {value!r}; use an IANA name like Europe/Berlin")
+    return value
+
+
+class ProviderFields(ApiModel):
+    enabled: bool = True
+    priority: Annotated[int, Field(ge=0, le=1000, description="Lower is tried first.")] = 0
+    weight: Annotated[int, Field(ge=0, le=10_000, description="Share among equals.")] = 1
+    domains: Annotated[list[Domain], Field(default_factory=list, max_length=1000)]
+    settings: dict[str, SettingValue] = Field(default_factory=dict)
+    per_second: Limit | None = None
+    per_minute: Limit | None = None
+    per_hour: Limit | None = None
+    per_day: Limit | None = None
+    timezone: str = Field(default="UTC", description="Where a day of per_day starts.")
+    warming_plan: dict[str, Any] | None = None
+
+    _timezone = field_validator("timezone")(classmethod(lambda cls, v: known_timezone(v)))
+
+
+class ProviderCreate(ProviderFields):
+    name: Name
+    kind: ProviderKind
+    credentials: dict[str, Secret] = Field(default_factory=dict)
+
+
+class ProviderUpdate(ApiModel):
+    """Fields to change. ``credentials`` replaces the secrets it names (null removes one)."""
+
+    name: Name | None = None
+    enabled: bool | None = None
+    priority: Annotated[int, Field(ge=0, le=1000)] | None = None
+    weight: Annotated[int, Field(ge=0, le=10_000)] | None = None
+    domains: Annotated[list[Domain], Field(max_length=1000)] | None = None
+    settings: dict[str, SettingValue] | None = None
+    credentials: dict[str, Secret | None] | None = None
+    per_second: Limit | None = None
+    per_minute: Limit | None = None
+    per_hour: Limit | None = None
+    per_day: Limit | None = None
+    timezone: str | None = None
+    warming_plan: dict[str, Any] | None = None
+
+    _timezone = field_validator("timezone")(classmethod(lambda cls, v: known_timezone(v)))
+
+
+class ProviderOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    kind: str
+    enabled: bool
+    priority: int
+    weight: int
+    domains: list[str]
+    settings: dict[str, Any]
+    credentials: dict[str, str] = Field(description="Secrets, masked: only their last 4 chars.")
+    per_second: int | None
+    per_minute: int | None
+    per_hour: int | None
+    per_day: int | None
+    timezone: str
+    warming_plan: dict[str, Any] | None
+    created_at: datetime
+    updated_at: datetime

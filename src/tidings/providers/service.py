@@ -1,0 +1,129 @@
+"""Providers: create, change, list, delete, with each kind's settings and secrets checked.
+
+Secrets live in one encrypted JSON object per provider; they are read only to send, and shown
+masked (their last four characters) everywhere else.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tidings.db.errors import flush_unique
+from tidings.db.ids import MAX_ID
+from tidings.errors import Conflict, NotFound, RuleViolation
+from tidings.providers.models import Provider, ProviderKind
+from tidings.providers.schemas import KINDS, ProviderCreate, ProviderUpdate
+from tidings.security.audit import record_audit
+
+
+class ProviderNotFound(NotFound):
+    pass
+
+
+class DuplicateProvider(Conflict):
+    code = "duplicate_provider"
+
+
+def check_kind(kind: ProviderKind, settings: dict[str, Any], secrets: dict[str, str]) -> None:
+    """Refuse settings or secrets the kind does not know, and missing required ones."""
+    spec = KINDS[kind]
+    for what, given, required, known in (
+        ("setting", settings, spec.settings, spec.all_settings),
+        ("credential", secrets, spec.secrets, spec.all_secrets),
+    ):
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            allowed = ", ".join(known) or "none"
+            raise RuleViolation(f"{kind} takes no {what} {unknown[0]!r} (allowed: {allowed})")
+        missing = [name for name in required if name not in given]
+        if missing:
+            raise RuleViolation(f"a {kind} provider needs the {what} {missing[0]!r}")
+
+
+def secrets_of(provider: Provider) -> dict[str, str]:
+    loaded: dict[str, str] = json.loads(provider.credentials or "{}")
+    return loaded
+
+
+def masked(secrets: dict[str, str]) -> dict[str, str]:
+    return {
+        name: "****" + value[-4:] if len(value) > 8 else "****" for name, value in secrets.items()
+    }
+
+
+def describe(provider: Provider) -> dict[str, Any]:
+    """The API's view of a provider: everything but the secrets, which are masked."""
+    fields = {c.key: getattr(provider, c.key) for c in Provider.__table__.columns}
+    return {**fields, "credentials": masked(secrets_of(provider))}
+
+
+async def get_provider(session: AsyncSession, ref: str | int) -> Provider:
+    """By numeric id or by name."""
+    text = str(ref)
+    if text.isascii() and text.isdigit():
+        found = await session.get(Provider, int(text)) if 0 < int(text) <= MAX_ID else None
+    else:
+        found = await session.scalar(select(Provider).where(Provider.name == text))
+    if found is None:
+        raise ProviderNotFound(f"no provider {text!r}")
+    return found
+
+
+async def list_providers(
+    session: AsyncSession, *, limit: int, offset: int
+) -> tuple[list[Provider], int]:
+    total = await session.scalar(select(func.count()).select_from(Provider))
+    rows = await session.scalars(
+        select(Provider).order_by(Provider.priority, Provider.name).limit(limit).offset(offset)
+    )
+    return list(rows.all()), int(total or 0)
+
+
+async def create_provider(session: AsyncSession, data: ProviderCreate, actor: str) -> Provider:
+    check_kind(data.kind, data.settings, data.credentials)
+    values = data.model_dump(exclude={"credentials"})
+    provider = Provider(**values, credentials=json.dumps(data.credentials))
+    session.add(provider)
+    await _save(session, provider, actor, "provider.create")
+    return provider
+
+
+async def update_provider(
+    session: AsyncSession, ref: str | int, data: ProviderUpdate, actor: str
+) -> Provider:
+    provider = await get_provider(session, ref)
+    changes = data.model_dump(exclude_unset=True)
+    secrets = secrets_of(provider)
+    for name, value in (changes.pop("credentials", None) or {}).items():
+        if value is None:
+            secrets.pop(name, None)
+        else:
+            secrets[name] = value
+    settings = changes.get("settings", provider.settings)
+    check_kind(ProviderKind(provider.kind), settings, secrets)
+    for field, value in changes.items():
+        setattr(provider, field, value)
+    provider.credentials = json.dumps(secrets)
+    await _save(session, provider, actor, "provider.update")
+    return provider
+
+
+async def delete_provider(session: AsyncSession, ref: str | int, actor: str) -> None:
+    provider = await get_provider(session, ref)
+    await session.delete(provider)
+    record_audit(
+        session, actor, "provider.delete", "provider", provider.id, {"name": provider.name}
+    )
+    await session.commit()
+
+
+async def _save(session: AsyncSession, provider: Provider, actor: str, action: str) -> None:
+    duplicate = DuplicateProvider(f"a provider named {provider.name!r} exists")
+    await flush_unique(session, duplicate, "providers", "name")
+    # The audit row names what changed, never a secret.
+    record_audit(session, actor, action, "provider", provider.id, {"name": provider.name})
+    await session.commit()
