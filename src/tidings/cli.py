@@ -33,6 +33,7 @@ from tidings.config import Settings
 from tidings.db.migrate import current_revision, upgrade_database
 from tidings.delivery.cli import dkim_app
 from tidings.delivery.worker_cli import worker
+from tidings.providers.cli import providers_app
 from tidings.runtime import Runtime, open_runtime
 from tidings.security import apikeys
 from tidings.security.audit import CLI_ACTOR
@@ -44,6 +45,7 @@ keys_app = typer.Typer(help="API keys and encryption keys.", no_args_is_help=Tru
 app.add_typer(keys_app, name="keys")
 app.add_typer(campaigns_app, name="campaigns")
 app.add_typer(dkim_app, name="dkim")
+app.add_typer(providers_app, name="providers")
 app.command("scheduler")(scheduler)
 app.command("worker")(worker)
 

@@ -65,6 +65,8 @@ async def test_each_kind_names_what_is_missing_or_unknown(client: httpx.AsyncCli
             "no credential 'api_key'",
         ),
         ({"kind": "smtp", "settings": {"host": "mx", "colour": "red"}}, "no setting 'colour'"),
+        ({"kind": "smtp", "settings": {"host": "mx", "security": "maybe"}}, "one of starttls"),
+        ({"kind": "smtp", "settings": {"host": "mx", "port": 70000}}, "from 1 to 65535"),
         ({"kind": "pigeon"}, "kind"),
         ({"kind": "console", "timezone": "Mars/Olympus"}, "unknown timezone"),
         ({"kind": "console", "per_second": 0}, "per_second"),

@@ -42,6 +42,25 @@ def check_kind(kind: ProviderKind, settings: dict[str, Any], secrets: dict[str, 
         missing = [name for name in required if name not in given]
         if missing:
             raise RuleViolation(f"a {kind} provider needs the {what} {missing[0]!r}")
+    check_values(kind, settings)
+
+
+# Settings with a fixed set of values, by kind and name.
+CHOICES: dict[tuple[ProviderKind, str], tuple[object, ...]] = {
+    (ProviderKind.smtp, "security"): ("starttls", "tls", "none"),
+    (ProviderKind.mailgun, "region"): ("us", "eu"),
+}
+
+
+def check_values(kind: ProviderKind, settings: dict[str, Any]) -> None:
+    for name, value in settings.items():
+        allowed = CHOICES.get((kind, name))
+        if allowed is not None and value not in allowed:
+            choices = ", ".join(map(str, allowed))
+            raise RuleViolation(f"setting {name!r} of a {kind} provider is one of {choices}")
+    port = settings.get("port")
+    if port is not None and (not isinstance(port, int) or not 1 <= port <= 65535):
+        raise RuleViolation("setting 'port' is a number from 1 to 65535")
 
 
 def secrets_of(provider: Provider) -> dict[str, str]:
