@@ -174,14 +174,6 @@ async def suppress_addresses(
     )
 
 
-def _still_ours(delivery: Claimed) -> ColumnElement[bool]:
-    return and_(
-        Delivery.id == delivery.id,
-        Delivery.attempts == delivery.attempts,
-        Delivery.status == DeliveryStatus.sending.value,
-    )
-
-
 _RECORD_POSTGRESQL = text("""
 WITH outcome AS (
     SELECT * FROM unnest(
@@ -237,7 +229,7 @@ async def _record_each(session: AsyncSession, outcomes: Sequence[Outcome], now: 
     for outcome in outcomes:
         written = await session.execute(
             update(Delivery)
-            .where(_still_ours(outcome.delivery))
+            .where(_held([outcome.delivery.id], outcome.delivery.attempts))
             .values(_written_values(outcome, now))
             .returning(Delivery.run_id)
         )
