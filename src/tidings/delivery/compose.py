@@ -144,13 +144,14 @@ class Composer:
             raise TemplateProblem("html", problem)
         links = self._identity.links
         token = links.token(delivery.id)
+        unsubscribe_url = links.unsubscribe_url(token)  # in the body and in the header
         rendered = content.compiled.render(
             RenderContext(
                 subscriber_name=recipient.name,
                 subscriber_email=recipient.email,
                 campaign_name=content.campaign_name,
                 campaign_subject=content.campaign_subject,
-                unsubscribe_url=links.unsubscribe_url(token),
+                unsubscribe_url=unsubscribe_url,
                 preferences_url=links.preferences_url(token),
                 view_in_browser_url=links.view_url(token),
                 subscriber_attributes=recipient.attributes,
@@ -165,7 +166,7 @@ class Composer:
             message_id=message_id(delivery.id, content.domain),
             date=now,
             reply_to=content.reply_to,
-            list_unsubscribe_url=links.unsubscribe_url(token),
+            list_unsubscribe_url=unsubscribe_url,
             list_unsubscribe_mailto=self._unsubscribe_mailto(token),
             list_id=content.list_id,
             feedback_id=content.feedback_id,

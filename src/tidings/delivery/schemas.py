@@ -6,7 +6,9 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-PENDING = ("queued", "sending")
+from tidings.campaigns.models import DeliveryStatus
+
+PENDING = (DeliveryStatus.queued.value, DeliveryStatus.sending.value)
 
 
 class DeliveryOut(BaseModel):

@@ -10,25 +10,21 @@ from tidings.providers.service import secrets_of
 from tidings.transports.base import Transport
 from tidings.transports.local import ConsoleTransport, MaildirTransport
 from tidings.transports.smtp import SmtpConfig, SmtpTransport
+from tidings.transports.smtp_session import Security
 
 
 def open_transport(settings: Settings) -> Transport:
     if settings.mail_transport == "smtp":
         password = settings.smtp_password
-        return SmtpTransport(
-            SmtpConfig(
-                host=settings.smtp_host,
-                port=settings.smtp_port,
-                security=settings.smtp_security,
-                username=settings.smtp_username,
-                password=password.get_secret_value() if password else None,
-                timeout=settings.smtp_timeout,
-                connections=settings.smtp_connections,
-            )
+        return _smtp(
+            settings,
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            security=settings.smtp_security,
+            username=settings.smtp_username,
+            password=password.get_secret_value() if password else None,
         )
-    if settings.mail_transport == "console":
-        return ConsoleTransport()
-    return MaildirTransport(settings.data_dir / "mail")
+    return _local(settings.mail_transport, settings)
 
 
 def provider_transport(provider: Provider, settings: Settings) -> Transport:
@@ -36,19 +32,41 @@ def provider_transport(provider: Provider, settings: Settings) -> Transport:
     kind = ProviderKind(provider.kind)
     if kind == ProviderKind.smtp:
         secrets, options = secrets_of(provider), provider.settings
-        return SmtpTransport(
-            SmtpConfig(
-                host=str(options["host"]),
-                port=int(options.get("port", 25)),
-                security=options.get("security", "starttls"),
-                username=secrets.get("username"),
-                password=secrets.get("password"),
-                timeout=settings.smtp_timeout,
-                connections=settings.smtp_connections,
-            )
+        return _smtp(
+            settings,
+            host=str(options["host"]),
+            port=int(options.get("port", 25)),
+            security=options.get("security", "starttls"),
+            username=secrets.get("username"),
+            password=secrets.get("password"),
         )
-    if kind == ProviderKind.console:
-        return ConsoleTransport()
-    if kind == ProviderKind.maildir:
-        return MaildirTransport(settings.data_dir / "mail")
+    if kind in (ProviderKind.maildir, ProviderKind.console):
+        return _local(kind, settings)
     raise RuleViolation(f"sending through {kind} providers is not available yet")
+
+
+def _smtp(
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    security: Security,
+    username: str | None,
+    password: str | None,
+) -> SmtpTransport:
+    """A server's SMTP pool, with the instance's timeout and connections per process."""
+    config = SmtpConfig(
+        host=host,
+        port=port,
+        security=security,
+        username=username,
+        password=password,
+        timeout=settings.smtp_timeout,
+        connections=settings.smtp_connections,
+    )
+    return SmtpTransport(config)
+
+
+def _local(kind: str, settings: Settings) -> Transport:
+    """``console`` prints; ``maildir`` writes into the data directory's mail/."""
+    return ConsoleTransport() if kind == "console" else MaildirTransport(settings.data_dir / "mail")
