@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import NoReturn, TypeVar
@@ -66,3 +67,18 @@ def run_in_runtime(work: Callable[[Runtime], Awaitable[T]], *, migrate: bool = T
     with clean_errors():
         return asyncio.run(main(load_settings()))
     raise AssertionError("unreachable")
+
+
+def run_until_signalled(
+    loop: Callable[[Runtime, asyncio.Event], Awaitable[None]], *, migrate: bool = True
+) -> None:
+    """Run a long-lived loop (scheduler, workers) until SIGINT or SIGTERM sets its stop event."""
+
+    async def work(runtime: Runtime) -> None:
+        stop = asyncio.Event()
+        running = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            running.add_signal_handler(signum, stop.set)
+        await loop(runtime, stop)
+
+    run_in_runtime(work, migrate=migrate)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 from typing import Annotated
 
 import typer
@@ -14,7 +13,7 @@ from rich.table import Table
 from tidings.campaigns import service
 from tidings.campaigns.models import Campaign, CampaignRun, CampaignStatus, RunStatus
 from tidings.campaigns.scheduler import run_scheduler
-from tidings.cli_support import console, run_in_runtime
+from tidings.cli_support import console, run_in_runtime, run_until_signalled
 from tidings.runtime import Runtime
 from tidings.security.audit import CLI_ACTOR
 
@@ -152,13 +151,5 @@ _status_command("cancel", "Cancel for good.")
 
 def scheduler() -> None:
     """Run only the scheduler loop (any number may run; they never fire a slot twice)."""
-
-    async def work(runtime: Runtime) -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        console.print("scheduler running; Ctrl-C stops it")
-        await run_scheduler(runtime.database, stop)
-
-    run_in_runtime(work)
+    console.print("scheduler running; Ctrl-C stops it")
+    run_until_signalled(lambda runtime, stop: run_scheduler(runtime.database, stop))

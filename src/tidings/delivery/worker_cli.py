@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import multiprocessing
 import signal
 from collections.abc import Sequence
@@ -10,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from tidings.cli_support import console, run_in_runtime
+from tidings.cli_support import console, run_in_runtime, run_until_signalled
 from tidings.delivery.runner import run_worker
 from tidings.runtime import Runtime
 
@@ -24,7 +23,7 @@ def worker(
     """Run only delivery workers: any number, on any hosts, never sending a recipient twice."""
     if concurrency == 1:
         console.print("delivery worker running; Ctrl-C or SIGTERM stops it after its batch")
-        _serve_until_signalled(migrate=True)
+        run_until_signalled(run_worker)
         return
     run_in_runtime(_nothing)  # apply migrations once, before the processes start
     context = multiprocessing.get_context("spawn")
@@ -42,18 +41,7 @@ def worker(
 
 
 def _worker_process() -> None:
-    _serve_until_signalled(migrate=False)
-
-
-def _serve_until_signalled(*, migrate: bool) -> None:
-    async def work(runtime: Runtime) -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        await run_worker(runtime, stop)
-
-    run_in_runtime(work, migrate=migrate)
+    run_until_signalled(run_worker, migrate=False)
 
 
 async def _nothing(runtime: Runtime) -> None:
