@@ -155,13 +155,25 @@ async def client(anon_client: httpx.AsyncClient, api_keys: dict[Scope, str]) -> 
     return anon_client
 
 
+def tidings_environment(db: Runtime) -> dict[str, str]:
+    """The variables that point a `tidings` command at the test database, data and keys."""
+    return {
+        "TIDINGS_DATABASE_URL": db.settings.resolved_database_url,
+        "TIDINGS_DATA_DIR": str(db.settings.data_dir),
+        "TIDINGS_HMAC_KEY": TEST_HMAC_KEY,
+        "TIDINGS_ENCRYPTION_KEYS": TEST_FERNET_KEY,
+    }
+
+
+def subprocess_environment(db: Runtime, **extra: str) -> dict[str, str]:
+    """This process's environment plus ``tidings_environment``, for a `tidings` subprocess."""
+    return {**os.environ, **tidings_environment(db), **extra}
+
+
 @pytest.fixture
 def cli_env(db: Runtime, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
     """Point the `tidings` CLI (run in-process) at the test database."""
-    settings = db.settings
-    monkeypatch.setenv("TIDINGS_DATABASE_URL", settings.resolved_database_url)
-    monkeypatch.setenv("TIDINGS_DATA_DIR", str(settings.data_dir))
-    monkeypatch.setenv("TIDINGS_HMAC_KEY", TEST_HMAC_KEY)
-    monkeypatch.setenv("TIDINGS_ENCRYPTION_KEYS", TEST_FERNET_KEY)
+    for name, value in tidings_environment(db).items():
+        monkeypatch.setenv(name, value)
     yield db
     install_cipher(db.cipher)

@@ -5,21 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from sqlalchemy import select, text
 
-from tests.conftest import TEST_FERNET_KEY, TEST_HMAC_KEY
+from tests.conftest import subprocess_environment
+from tests.live_server import TIDINGS
 from tidings.audience.models import ImportJob, Subscriber
 from tidings.runtime import Runtime
 
 ROWS = 100_000
-TIDINGS = Path(sys.executable).parent / "tidings"
 
 
 def write_file(path: Path) -> set[tuple[str, str, tuple[str, ...], str]]:
@@ -45,13 +43,7 @@ def write_file(path: Path) -> set[tuple[str, str, tuple[str, ...], str]]:
 
 
 def run_import(db: Runtime, path: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "TIDINGS_DATABASE_URL": db.settings.resolved_database_url,
-        "TIDINGS_DATA_DIR": str(db.settings.data_dir),
-        "TIDINGS_HMAC_KEY": TEST_HMAC_KEY,
-        "TIDINGS_ENCRYPTION_KEYS": TEST_FERNET_KEY,
-    }
+    env = subprocess_environment(db)
     return subprocess.Popen(
         [str(TIDINGS), "import", str(path), "--workers", "2"],
         env=env,

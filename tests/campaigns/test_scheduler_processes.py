@@ -5,35 +5,26 @@ per recipient."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import time
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import bindparam, func, insert, select, text
 
-from tests.conftest import TEST_FERNET_KEY, TEST_HMAC_KEY
+from tests.conftest import TEST_FERNET_KEY, subprocess_environment
+from tests.live_server import TIDINGS
 from tidings.campaigns.models import Campaign, CampaignRun, Delivery
 from tidings.db.types import TagList, UTCDateTime, utcnow
 from tidings.runtime import Runtime
 from tidings.security.crypto import key_id
 
-TIDINGS = Path(sys.executable).parent / "tidings"
 AUDIENCE = {"topic_ids": [], "segment_id": None, "promotion_id": None, "tags": []}
 
 
 def start_scheduler(db: Runtime) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "TIDINGS_DATABASE_URL": db.settings.resolved_database_url,
-        "TIDINGS_DATA_DIR": str(db.settings.data_dir),
-        "TIDINGS_HMAC_KEY": TEST_HMAC_KEY,
-        "TIDINGS_ENCRYPTION_KEYS": TEST_FERNET_KEY,
-    }
+    env = subprocess_environment(db)
     return subprocess.Popen(
         [str(TIDINGS), "scheduler"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import socket
 import threading
 from collections import Counter
 from email.message import EmailMessage
@@ -17,16 +16,11 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from sqlalchemy import insert
 
 from tests.factories import post_created
+from tests.live_server import free_port
 from tidings.audience.models import Subscriber
+from tidings.campaigns.scheduler import scheduler_tick
 from tidings.db.types import utcnow
 from tidings.runtime import Runtime
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 async def fill_subscribers(db: Runtime, count: int, domain: str = "example.org") -> list[str]:
@@ -55,8 +49,9 @@ async def fill_subscribers(db: Runtime, count: int, domain: str = "example.org")
     return addresses
 
 
-async def send_campaign(client: httpx.AsyncClient, **fields: Any) -> tuple[int, int]:
-    """Create a campaign to every active subscriber and fire it; returns (campaign, run) ids."""
+async def send_campaign(client: httpx.AsyncClient, db: Runtime, **fields: Any) -> tuple[int, int]:
+    """Create a campaign to every active subscriber, fire it and write its deliveries (one
+    scheduler tick); returns (campaign, run) ids."""
     body = {
         "name": "Weekly",
         "subject": "Hello {{ subscriber.first_name }}",
@@ -69,6 +64,7 @@ async def send_campaign(client: httpx.AsyncClient, **fields: Any) -> tuple[int, 
     campaign = await post_created(client, "/campaigns/", body)
     response = await client.post(f"/campaigns/{campaign['id']}/send")
     assert response.status_code == 202, response.text
+    await scheduler_tick(db.database)
     return campaign["id"], response.json()["id"]
 
 

@@ -89,8 +89,7 @@ async def test_a_campaign_reaches_each_of_1000_subscribers_once_signed_and_well_
     async with db.database.sessions() as session:
         key = await create_dkim_key(session, "news.example.com", "s1", actor="test")
         record = key.dns_record
-    campaign_id, run_id = await send_campaign(client)
-    await scheduler_tick(db.database)  # materialize
+    campaign_id, run_id = await send_campaign(client, db)
 
     with SmtpServer() as server:
         await drain(make_worker(db, server.port))
@@ -139,8 +138,7 @@ async def test_pause_stops_claiming_and_resume_finishes_without_sending_twice(
     client: httpx.AsyncClient, db: Runtime
 ) -> None:
     addresses = await fill_subscribers(db, 600)
-    campaign_id, run_id = await send_campaign(client)
-    await scheduler_tick(db.database)
+    campaign_id, run_id = await send_campaign(client, db)
     with SmtpServer() as server:
         worker = make_worker(db, server.port, batch_size=20)
         stop = asyncio.Event()
@@ -175,8 +173,7 @@ async def test_subscribers_gone_since_materializing_are_suppressed_not_sent(
     client: httpx.AsyncClient, db: Runtime
 ) -> None:
     await fill_subscribers(db, 5)
-    _, run_id = await send_campaign(client)
-    await scheduler_tick(db.database)
+    _, run_id = await send_campaign(client, db)
     gone = await client.delete("/subscribers/user1@example.org")
     assert gone.status_code == 200
     with SmtpServer() as server:
@@ -193,8 +190,7 @@ async def test_a_template_failing_for_one_subscriber_fails_only_that_delivery(
 ) -> None:
     await fill_subscribers(db, 3)  # attributes.n = 0, 1, 2
     html = "<p>{{ 10 // (subscriber.attributes.n | default(1)) }}</p>"
-    _, run_id = await send_campaign(client, html=html, text=None)
-    await scheduler_tick(db.database)
+    _, run_id = await send_campaign(client, db, html=html, text=None)
     with SmtpServer() as server:
         await drain(make_worker(db, server.port))
         assert len(server.inbox.messages) == 2
@@ -220,8 +216,7 @@ async def test_transient_failures_retry_with_backoff_and_permanent_ones_fail(
         "user2@example.org": "550",
         "user3@example.org": "hang",
     }
-    _, run_id = await send_campaign(client)
-    await scheduler_tick(db.database)
+    _, run_id = await send_campaign(client, db)
     clock = Clock()
     policy = RetryPolicy(base_seconds=60, cap_seconds=600, max_attempts=3)
     async with FaultSmtpServer(rules) as server:  # type: ignore[arg-type]
@@ -272,8 +267,7 @@ async def test_deliveries_are_listed_per_campaign_and_per_subscriber(
     client: httpx.AsyncClient, db: Runtime, status: str
 ) -> None:
     await fill_subscribers(db, 3)
-    campaign_id, run_id = await send_campaign(client)
-    await scheduler_tick(db.database)
+    campaign_id, run_id = await send_campaign(client, db)
     if status == "sent":
         with SmtpServer() as server:
             await drain(make_worker(db, server.port))
@@ -303,8 +297,7 @@ async def test_a_stopping_worker_gives_back_what_it_claimed_but_did_not_send(
     client: httpx.AsyncClient, db: Runtime
 ) -> None:
     await fill_subscribers(db, 30)
-    _, run_id = await send_campaign(client)
-    await scheduler_tick(db.database)
+    _, run_id = await send_campaign(client, db)
     worker = make_worker(db, 9, batch_size=20)  # never connects: nothing is sent
     assert await worker._claim_and_compose() is not None
     held = await deliveries(db, run_id)
@@ -319,8 +312,7 @@ async def test_a_message_that_cannot_be_built_fails_alone_and_the_batch_goes_on(
     client: httpx.AsyncClient, db: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await fill_subscribers(db, 3)
-    _, run_id = await send_campaign(client)
-    await scheduler_tick(db.database)
+    _, run_id = await send_campaign(client, db)
 
     def broken_for_user1(headers: MessageHeaders, text: str, html: str | None) -> bytes:
         if headers.to_address == "user1@example.org":
@@ -341,8 +333,7 @@ async def test_a_worker_whose_lease_ran_out_sends_nothing_another_worker_took_ov
     client: httpx.AsyncClient, db: Runtime
 ) -> None:
     await fill_subscribers(db, 10)
-    _, run_id = await send_campaign(client)
-    await scheduler_tick(db.database)
+    _, run_id = await send_campaign(client, db)
     clock = Clock()
     with SmtpServer() as server:
         slow = make_worker(db, server.port, clock=clock, lease_seconds=60)
@@ -364,8 +355,7 @@ async def test_a_held_batch_keeps_its_lease_while_it_waits(
     client: httpx.AsyncClient, db: Runtime
 ) -> None:
     await fill_subscribers(db, 5)
-    _, run_id = await send_campaign(client)
-    await scheduler_tick(db.database)
+    _, run_id = await send_campaign(client, db)
     clock = Clock()
     worker = make_worker(db, 9, clock=clock, lease_seconds=60)
     batch = await worker._claim_and_compose()

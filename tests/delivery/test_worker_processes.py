@@ -5,23 +5,19 @@ stopped with SIGTERM they send nothing twice; two of them share a run without ov
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
 import subprocess
-import sys
 from collections import Counter
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import TEST_FERNET_KEY, TEST_HMAC_KEY
+from tests.conftest import subprocess_environment
 from tests.delivery.support import Inbox, SmtpServer, fill_subscribers, send_campaign
-from tidings.campaigns.scheduler import scheduler_tick
+from tests.live_server import TIDINGS
 from tidings.runtime import Runtime
 
-TIDINGS = Path(sys.executable).parent / "tidings"
 BATCH = 200
 SMALL = {"html": None, "text": "Hello {name}", "subject": "Short"}
 
@@ -33,20 +29,16 @@ def postgresql_only(db: Runtime) -> None:
 
 
 def start_worker(db: Runtime, port: int, *args: str) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "TIDINGS_DATABASE_URL": db.settings.resolved_database_url,
-        "TIDINGS_DATA_DIR": str(db.settings.data_dir),
-        "TIDINGS_HMAC_KEY": TEST_HMAC_KEY,
-        "TIDINGS_ENCRYPTION_KEYS": TEST_FERNET_KEY,
-        "TIDINGS_MAIL_TRANSPORT": "smtp",
-        "TIDINGS_SMTP_HOST": "127.0.0.1",
-        "TIDINGS_SMTP_PORT": str(port),
-        "TIDINGS_SMTP_SECURITY": "none",
-        "TIDINGS_WORKER_BATCH_SIZE": str(BATCH),
-        "TIDINGS_WORKER_LEASE_SECONDS": "3",
-        "TIDINGS_LOG_LEVEL": "WARNING",
-    }
+    env = subprocess_environment(
+        db,
+        TIDINGS_MAIL_TRANSPORT="smtp",
+        TIDINGS_SMTP_HOST="127.0.0.1",
+        TIDINGS_SMTP_PORT=str(port),
+        TIDINGS_SMTP_SECURITY="none",
+        TIDINGS_WORKER_BATCH_SIZE=str(BATCH),
+        TIDINGS_WORKER_LEASE_SECONDS="3",
+        TIDINGS_LOG_LEVEL="WARNING",
+    )
     return subprocess.Popen(
         [str(TIDINGS), "worker", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
@@ -89,8 +81,7 @@ async def test_a_worker_killed_three_times_still_reaches_everyone_repeating_one_
     client: httpx.AsyncClient, db: Runtime
 ) -> None:
     addresses = await fill_subscribers(db, 20_000)
-    await send_campaign(client, **SMALL)
-    await scheduler_tick(db.database)
+    await send_campaign(client, db, **SMALL)
     kills = 3
     with SmtpServer() as server:
         worker = start_worker(db, server.port)
@@ -111,8 +102,7 @@ async def test_sigterm_sends_or_gives_back_the_batch_in_hand_so_nothing_repeats(
     client: httpx.AsyncClient, db: Runtime
 ) -> None:
     addresses = await fill_subscribers(db, 5_000)
-    await send_campaign(client, **SMALL)
-    await scheduler_tick(db.database)
+    await send_campaign(client, db, **SMALL)
     with SmtpServer() as server:
         worker = start_worker(db, server.port)
         await wait_until(server.inbox, 1_500, worker)
@@ -128,8 +118,7 @@ async def test_two_worker_processes_share_a_run_without_sending_anyone_twice(
     client: httpx.AsyncClient, db: Runtime
 ) -> None:
     addresses = await fill_subscribers(db, 5_000)
-    await send_campaign(client, **SMALL)
-    await scheduler_tick(db.database)
+    await send_campaign(client, db, **SMALL)
     with SmtpServer() as server:
         workers = start_worker(db, server.port, "--concurrency", "2")
         await wait_for_everyone(server.inbox, addresses, workers)
