@@ -20,9 +20,7 @@ import asyncio
 import base64
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from _postfix import free_port, installed, smtp_sink, source_rate
 from _scratch import (
     DEFAULT_SERVER,
     machine,
@@ -50,11 +49,8 @@ from tidings.security.crypto import PiiCipher
 GOAL_DKIM_OFF = 0.5
 GOAL_DKIM_ON = 0.2
 FLAT_MB = 30.0
-SMTP_SESSIONS = 16  # smtp-source -s 16, as the issue defines the line rate
 DOMAIN = "bench.example.com"
 TIDINGS = Path(sys.executable).with_name("tidings")
-SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
-SOURCE = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
 
 CAMPAIGN = """
 INSERT INTO campaigns (name, origin, channel, status, subject, html, text, from_name, from_email,
@@ -103,39 +99,6 @@ def content(size: int) -> tuple[str, str]:
     html.append("</td></tr></table></body></html>")
     text.append("Sent to {{ subscriber.name }}. Unsubscribe: {{ unsubscribe_url }}")
     return "\n".join(html), "\n".join(text)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def start_sink(port: int) -> subprocess.Popen[bytes]:
-    user = ["-u", "nobody"] if os.geteuid() == 0 else []
-    sink = subprocess.Popen(
-        [SINK, *user, f"127.0.0.1:{port}", "1000"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    for _ in range(100):
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return sink
-        time.sleep(0.05)
-    raise RuntimeError("smtp-sink did not start")
-
-
-def line_rate(port: int, rows: int, size: int) -> float:
-    """Messages per second of smtp-source -s 16 into the sink."""
-    start = time.perf_counter()
-    subprocess.run(
-        [SOURCE, "-s", str(SMTP_SESSIONS), "-m", str(rows), "-l", str(size),
-         "-f", "bench@bench.example.com", "-t", "reader@example.org", f"127.0.0.1:{port}"],
-        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    return rows / (time.perf_counter() - start)
 
 
 def environment(
@@ -246,9 +209,8 @@ async def send_case(
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     port = free_port()
-    sink = start_sink(port)
     results: dict[str, Any] = {"benchmark": "send", "rows": args.rows, "workers": args.workers}
-    try:
+    with smtp_sink(port):
         async with scratch_database(args.server, "send") as database:
             with tempfile.TemporaryDirectory(prefix="tidings-bench-") as data_dir:
                 env = environment(args.server, database, data_dir, port, args.connections)
@@ -262,9 +224,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     results["cases"] = await run_cases(args, connection, env, port)
                 finally:
                     await connection.close()
-    finally:
-        sink.terminate()
-        sink.wait()
     return results
 
 
@@ -277,7 +236,7 @@ async def run_cases(
     for case in plan:
         await use_dkim(env, case.dkim)
         await limit_audience(connection, args.rows)
-        baseline = await asyncio.to_thread(line_rate, port, args.rows, case.size)
+        baseline = await asyncio.to_thread(source_rate, port, args.rows, case.size)
         measured = await send_case(connection, env, case, args.rows, args.workers)
         measured["line_rate"] = round(baseline, 1)
         measured["ratio"] = round(measured["rate"] / baseline, 3)
@@ -354,7 +313,7 @@ def main() -> int:
     parser.add_argument("--rss-rows", type=int, default=0, help="also run this many, for RSS")
     parser.add_argument("--server", default=DEFAULT_SERVER, help="user@host:port of PostgreSQL")
     args = parser.parse_args()
-    if not (Path(SINK).exists() and Path(SOURCE).exists()):
+    if not installed():
         print("needs postfix's smtp-sink and smtp-source: apt-get install postfix")
         return 2
     stop_cleanly_on_sigterm()

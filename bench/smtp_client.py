@@ -13,27 +13,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import cProfile
-import os
 import pstats
-import socket
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from _postfix import free_port, smtp_sink, source_rate
 from _scratch import machine, verdict, write_result
 
 from tidings.delivery.mime import MessageHeaders, build_message, message_id
 from tidings.transports.base import Outcome, OutgoingMessage
 from tidings.transports.smtp import SmtpConfig, SmtpTransport
 
-SINK = "/usr/sbin/smtp-sink"
-SOURCE = "/usr/sbin/smtp-source"
 GOAL_RATIO = 0.8
 SENDER = "bounces@example.com"
 DISTINCT_MESSAGES = 500  # built once and reused: the transport sees bytes, not their origin
@@ -41,44 +36,6 @@ PARAGRAPH = (
     "<p>Hello Ann, here is this week's news from the team: new features, fixes, and a few "
     "stories from our readers. <a href='https://example.com/read?id=1'>Read more</a>.</p>\n"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-@contextlib.contextmanager
-def smtp_sink(port: int) -> Iterator[None]:
-    """smtp-sink on the port (it refuses to run as root without -u), until the block ends."""
-    user = ["-u", "nobody"] if os.geteuid() == 0 else []
-    sink = subprocess.Popen([SINK, *user, f"127.0.0.1:{port}", "1000"])
-    try:
-        deadline = time.monotonic() + 5
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        yield
-    finally:
-        sink.terminate()
-        sink.wait()
-
-
-def source_rate(port: int, count: int, size: int, *, keep_connections: bool) -> float:
-    """Messages per second of smtp-source with 16 sessions."""
-    command = [SOURCE, "-s", "16", "-m", str(count), "-l", str(size)]
-    command += ["-d"] if keep_connections else []
-    command += ["-f", "a@example.com", "-t", "b@example.com", f"127.0.0.1:{port}"]
-    start = time.perf_counter()
-    subprocess.run(command, check=True)
-    return count / (time.perf_counter() - start)
 
 
 def build_messages(count: int, size: int) -> list[OutgoingMessage]:
