@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Annotated, Any
 from zoneinfo import available_timezones
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
 from tidings.providers.models import ProviderKind
 from tidings.schemas import ApiModel
@@ -70,26 +70,30 @@ Secret = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
 SettingValue = str | int | bool
 
 
-def known_timezone(value: str | None) -> str | None:
-    if value is not None and value != "UTC" and value not in available_timezones():
+def known_timezone(value: str) -> str:
+    if value != "UTC" and value not in available_timezones():
         raise ValueError(f"unknown timezone {value!r}; use an IANA name like Europe/Berlin")
     return value
 
 
+Timezone = Annotated[str, AfterValidator(known_timezone)]
+Priority = Annotated[int, Field(ge=0, le=1000, description="Lower is tried first.")]
+Weight = Annotated[int, Field(ge=0, le=10_000, description="Share among providers of a priority.")]
+Domains = Annotated[list[Domain], Field(max_length=1000)]
+
+
 class ProviderFields(ApiModel):
     enabled: bool = True
-    priority: Annotated[int, Field(ge=0, le=1000, description="Lower is tried first.")] = 0
-    weight: Annotated[int, Field(ge=0, le=10_000, description="Share among equals.")] = 1
-    domains: Annotated[list[Domain], Field(default_factory=list, max_length=1000)]
+    priority: Priority = 0
+    weight: Weight = 1
+    domains: Domains = Field(default_factory=list)
     settings: dict[str, SettingValue] = Field(default_factory=dict)
     per_second: Limit | None = None
     per_minute: Limit | None = None
     per_hour: Limit | None = None
     per_day: Limit | None = None
-    timezone: str = Field(default="UTC", description="Where a day of per_day starts.")
+    timezone: Timezone = Field(default="UTC", description="Where a day of per_day starts.")
     warming_plan: dict[str, Any] | None = None
-
-    _timezone = field_validator("timezone")(classmethod(lambda cls, v: known_timezone(v)))
 
 
 class ProviderCreate(ProviderFields):
@@ -103,24 +107,20 @@ class ProviderUpdate(ApiModel):
 
     name: Name | None = None
     enabled: bool | None = None
-    priority: Annotated[int, Field(ge=0, le=1000)] | None = None
-    weight: Annotated[int, Field(ge=0, le=10_000)] | None = None
-    domains: Annotated[list[Domain], Field(max_length=1000)] | None = None
+    priority: Priority | None = None
+    weight: Weight | None = None
+    domains: Domains | None = None
     settings: dict[str, SettingValue] | None = None
     credentials: dict[str, Secret | None] | None = None
     per_second: Limit | None = None
     per_minute: Limit | None = None
     per_hour: Limit | None = None
     per_day: Limit | None = None
-    timezone: str | None = None
+    timezone: Timezone | None = None
     warming_plan: dict[str, Any] | None = None
-
-    _timezone = field_validator("timezone")(classmethod(lambda cls, v: known_timezone(v)))
 
 
 class ProviderOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
     id: int
     name: str
     kind: str
