@@ -32,7 +32,7 @@ from tidings.campaigns.templating import (
 from tidings.delivery.dkim import DkimSigner
 from tidings.delivery.dkim_keys import load_signers
 from tidings.delivery.links import MailLinks
-from tidings.delivery.mime import MessageHeaders, build_message, message_id
+from tidings.delivery.mime import MessageContent, MessageHeaders, build_message, message_id
 from tidings.delivery.outbox import Claimed, Outcome
 from tidings.logs import get_logger
 from tidings.security.crypto import active_cipher
@@ -171,10 +171,11 @@ class Composer:
             list_id=content.list_id,
             feedback_id=content.feedback_id,
         )
+        parts = MessageContent(headers, rendered.text, rendered.html)
         data = build_message(headers, rendered.text, rendered.html)
         if content.signer is not None:
             data = content.signer.sign(data, now=int(now.timestamp()))
-        return OutgoingMessage(delivery.id, content.envelope_sender, recipient.email, data)
+        return OutgoingMessage(delivery.id, content.envelope_sender, recipient.email, data, parts)
 
     def _unsubscribe_mailto(self, token: str) -> str | None:
         address = self._identity.unsubscribe_mailto

@@ -43,6 +43,34 @@ class MessageHeaders:
     feedback_id: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class MessageContent:
+    """A message before assembly: what API providers that take parts (subject, bodies, headers)
+    instead of MIME bytes send. ``build_message`` makes the bytes of the same content."""
+
+    headers: MessageHeaders
+    text: str
+    html: str | None
+
+    def extra_headers(self) -> dict[str, str]:
+        """Headers beyond From, To, Subject and Reply-To, sanitized, as an API passes them."""
+        h = self.headers
+        extra = {"Message-ID": sanitize(h.message_id)}
+        unsubscribe = _list_unsubscribe(h)
+        if unsubscribe:
+            extra["List-Unsubscribe"] = unsubscribe
+        if _one_click(h):
+            extra["List-Unsubscribe-Post"] = ONE_CLICK
+        if h.list_id:
+            extra["List-Id"] = sanitize(h.list_id)
+        if h.feedback_id:
+            extra["Feedback-ID"] = sanitize(h.feedback_id)
+        return extra
+
+
+ONE_CLICK = "List-Unsubscribe=One-Click"
+
+
 def message_id(delivery_id: int, domain: str) -> str:
     """The Message-ID of a delivery: the same for every attempt, so a redelivery after a crash
     carries the id of the first (receivers and our logs can tell it is the same message)."""
@@ -82,18 +110,26 @@ def _header_lines(h: MessageHeaders) -> list[bytes]:
     ]
     if h.reply_to:
         lines.append(b"Reply-To: " + _address(h.reply_to))
-    unsubscribe = [
-        f"<{sanitize(u)}>" for u in (h.list_unsubscribe_url, h.list_unsubscribe_mailto) if u
-    ]
+    unsubscribe = _list_unsubscribe(h)
     if unsubscribe:
-        lines.append(b"List-Unsubscribe: " + ", ".join(unsubscribe).encode())
-    if (h.list_unsubscribe_url or "").startswith("https://"):  # RFC 8058: https only
-        lines.append(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click")
+        lines.append(b"List-Unsubscribe: " + unsubscribe.encode())
+    if _one_click(h):
+        lines.append(b"List-Unsubscribe-Post: " + ONE_CLICK.encode())
     if h.list_id:
         lines.append(b"List-Id: " + _unstructured(h.list_id))
     if h.feedback_id:
         lines.append(b"Feedback-ID: " + sanitize(h.feedback_id).encode("ascii", "replace"))
     return lines
+
+
+def _list_unsubscribe(h: MessageHeaders) -> str:
+    return ", ".join(
+        f"<{sanitize(u)}>" for u in (h.list_unsubscribe_url, h.list_unsubscribe_mailto) if u
+    )
+
+
+def _one_click(h: MessageHeaders) -> bool:
+    return (h.list_unsubscribe_url or "").startswith("https://")  # RFC 8058: https only
 
 
 @functools.lru_cache(maxsize=64)  # one date per batch

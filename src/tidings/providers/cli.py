@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from tidings.cli_support import console, fail, run_in_runtime
-from tidings.delivery.mime import MessageHeaders, build_message
+from tidings.delivery.mime import MessageContent, MessageHeaders, build_message
 from tidings.providers import service
 from tidings.providers.models import Provider
 from tidings.runtime import Runtime
@@ -85,4 +85,5 @@ def test_message(runtime: Runtime, provider: Provider, recipient: str) -> Outgoi
         date=now,
     )
     text = f"This message was sent by `tidings providers test {provider.name}`.\n"
-    return OutgoingMessage(0, sender, recipient, build_message(headers, text, None))
+    data = build_message(headers, text, None)
+    return OutgoingMessage(0, sender, recipient, data, MessageContent(headers, text, None))

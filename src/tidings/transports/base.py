@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from tidings.delivery.mime import MessageContent
+
 
 class Outcome(enum.StrEnum):
     accepted = "accepted"  # the server took responsibility for the message
@@ -27,6 +29,8 @@ class OutgoingMessage:
     sender: str  # the envelope sender (MAIL FROM, the return path bounces go to)
     recipient: str  # the envelope recipient (RCPT TO)
     data: bytes  # the whole RFC 5322 message, CRLF line endings, not dot-stuffed
+    # The same message in parts, for APIs that build the MIME themselves (SendGrid, Postmark...)
+    content: MessageContent | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +39,7 @@ class SendResult:
     outcome: Outcome
     detail: str = ""  # the server's reply or the error, for the delivery's log
     provider_message_id: str | None = None
+    retry_after: float | None = None  # seconds the provider asked us to wait (HTTP Retry-After)
 
     @property
     def status_code(self) -> str | None:
