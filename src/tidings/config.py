@@ -61,6 +61,9 @@ class Settings(BaseSettings):
         default=8, ge=1, le=256, description="Persistent SMTP connections per worker process."
     )
     smtp_timeout: float = Field(default=30.0, gt=0, description="Seconds to wait for a reply.")
+    provider_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds to wait for a provider API's answer."
+    )
     workers: bool = Field(default=True, description="Run delivery workers inside `tidings serve`.")
     worker_batch_size: int = Field(
         default=500, ge=1, le=5000, description="Deliveries claimed per transaction."

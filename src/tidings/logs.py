@@ -44,6 +44,9 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     logging.getLogger("uvicorn.access").disabled = True
     # Alembic narrates every start; db.migrate logs one line when a migration really ran.
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # httpx logs every provider API request at info (with its URL): one line per message sent.
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

@@ -71,6 +71,26 @@ async def test_each_kind_names_what_is_missing_or_unknown(client: httpx.AsyncCli
         ({"kind": "console", "timezone": "Mars/Olympus"}, "unknown timezone"),
         ({"kind": "console", "per_second": 0}, "per_second"),
         ({"kind": "console", "name": "has space"}, "name"),
+        (
+            {"kind": "ses", "settings": {"region": "mars"},
+             "credentials": {"access_key_id": "A", "secret_access_key": "s"}},
+            "region",
+        ),
+        (
+            {"kind": "azure", "settings": {"endpoint": "ftp://x"},
+             "credentials": {"access_key": "a2V5"}},
+            "endpoint",
+        ),
+        (
+            {"kind": "http", "settings": {"url": "https://api.example.com/send",
+                                          "body_template": '{"to": "$recipient"}'}},
+            "$recipient",
+        ),
+        (
+            {"kind": "mailgun", "settings": {"domain": "mg.example.com", "region": "mars"},
+             "credentials": {"api_key": "k" * 20}},
+            "one of us, eu",
+        ),
     ]  # fmt: skip
     for fields, message in cases:
         response = await client.post("/providers", json={"name": "p", **fields})

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.delivery.support import SmtpServer
+from tests.fakes.sendgrid import FakeSendGrid
 from tidings.cli import app
 from tidings.config import Settings
 from tidings.db.engine import create_database
@@ -65,13 +66,32 @@ def test_a_maildir_provider_writes_the_file(add_provider, cli_env: Runtime) -> N
     assert list((Path(cli_env.settings.data_dir) / "mail" / "new").glob("*.eml"))
 
 
-def test_failures_are_one_red_line(add_provider) -> None:  # type: ignore[no-untyped-def]
-    add_provider(name="sg", kind="sendgrid", credentials={"api_key": "SG.very-secret-key"})
-    for args, message in [
-        (["providers", "test", "nope", "--to", "a@example.org"], "no provider 'nope'"),
-        (["providers", "test", "sg", "--to", "a@example.org"], "not available yet"),
-        (["providers", "test", "sg", "--to", "not an address"], "--to"),
-    ]:
-        result = runner.invoke(app, args)
-        assert result.exit_code == 1, result.output
-        assert message in result.output and "Traceback" not in result.output
+def test_a_test_message_goes_through_an_api_provider(add_provider, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("TIDINGS_MAIL_FROM", "News <news@example.com>")
+    with FakeSendGrid() as fake:
+        add_provider(
+            name="sg", kind="sendgrid", settings={"base_url": fake.url},
+            credentials={"api_key": fake.api_key},
+        )  # fmt: skip
+        sent = runner.invoke(app, ["providers", "test", "sg", "--to", "ann@example.org"])
+        assert sent.exit_code == 0, sent.output
+        assert "accepted" in sent.output
+        assert fake.recipients() == ["ann@example.org"]
+
+
+def test_failures_are_one_red_line(add_provider, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("TIDINGS_MAIL_FROM", "News <news@example.com>")
+    with FakeSendGrid() as fake:
+        add_provider(
+            name="sg", kind="sendgrid", settings={"base_url": fake.url},
+            credentials={"api_key": "SG.very-secret-key"},
+        )  # fmt: skip
+        for args, message in [
+            (["providers", "test", "nope", "--to", "a@example.org"], "no provider 'nope'"),
+            (["providers", "test", "sg", "--to", "a@example.org"], "permanent: 401"),
+            (["providers", "test", "sg", "--to", "not an address"], "--to"),
+        ]:
+            result = runner.invoke(app, args)
+            assert result.exit_code == 1, result.output
+            assert message in result.output and "Traceback" not in result.output
+            assert "very-secret" not in result.output

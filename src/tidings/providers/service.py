@@ -18,6 +18,7 @@ from tidings.errors import Conflict, NotFound, RuleViolation
 from tidings.providers.models import Provider, ProviderKind
 from tidings.providers.schemas import KINDS, ProviderCreate, ProviderUpdate
 from tidings.security.audit import record_audit
+from tidings.transports.registry import check_api_settings
 
 
 class ProviderNotFound(NotFound):
@@ -28,8 +29,9 @@ class DuplicateProvider(Conflict):
     code = "duplicate_provider"
 
 
-def check_kind(kind: ProviderKind, settings: dict[str, Any], secrets: dict[str, str]) -> None:
-    """Refuse settings or secrets the kind does not know, and missing required ones."""
+async def check_kind(kind: ProviderKind, settings: dict[str, Any], secrets: dict[str, str]) -> None:
+    """Refuse settings or secrets the kind does not know, missing required ones, and values
+    the kind's transport cannot use (a bad URL, region or key)."""
     spec = KINDS[kind]
     for what, given, required, known in (
         ("setting", settings, spec.settings, spec.all_settings),
@@ -43,6 +45,10 @@ def check_kind(kind: ProviderKind, settings: dict[str, Any], secrets: dict[str, 
         if missing:
             raise RuleViolation(f"a {kind} provider needs the {what} {missing[0]!r}")
     check_values(kind, settings)
+    try:
+        await check_api_settings(kind, settings, secrets)
+    except ValueError as exc:
+        raise RuleViolation(f"{kind} provider: {exc}") from exc
 
 
 # Settings with a fixed set of values, by kind and name.
@@ -103,7 +109,7 @@ async def list_providers(
 
 
 async def create_provider(session: AsyncSession, data: ProviderCreate, actor: str) -> Provider:
-    check_kind(data.kind, data.settings, data.credentials)
+    await check_kind(data.kind, data.settings, data.credentials)
     values = data.model_dump(exclude={"credentials"})
     provider = Provider(**values, credentials=json.dumps(data.credentials))
     session.add(provider)
@@ -123,7 +129,7 @@ async def update_provider(
         else:
             secrets[name] = value
     settings = changes.get("settings", provider.settings)
-    check_kind(ProviderKind(provider.kind), settings, secrets)
+    await check_kind(ProviderKind(provider.kind), settings, secrets)
     for field, value in changes.items():
         setattr(provider, field, value)
     provider.credentials = json.dumps(secrets)

@@ -47,6 +47,12 @@ class SendResult:
         match = _ENHANCED_CODE.search(self.detail)
         return match[0] if match else None
 
+    @property
+    def is_hard_bounce(self) -> bool:
+        """A permanent failure naming the address (RFC 3463 5.1.x: bad mailbox, bad domain)."""
+        code = self.status_code
+        return self.outcome == Outcome.permanent and code is not None and code.startswith("5.1.")
+
 
 _ENHANCED_CODE = re.compile(r"\b[245]\.\d{1,3}\.\d{1,3}\b")
 

@@ -9,6 +9,7 @@ from tidings.providers.models import Provider, ProviderKind
 from tidings.providers.service import secrets_of
 from tidings.transports.base import Transport
 from tidings.transports.local import ConsoleTransport, MaildirTransport
+from tidings.transports.registry import API_TRANSPORTS
 from tidings.transports.smtp import SmtpConfig, SmtpTransport
 from tidings.transports.smtp_session import Security
 
@@ -28,7 +29,7 @@ def open_transport(settings: Settings) -> Transport:
 
 
 def provider_transport(provider: Provider, settings: Settings) -> Transport:
-    """The transport of a stored provider; RuleViolation for a kind without one yet."""
+    """The transport of a stored provider; RuleViolation when its settings cannot work."""
     kind = ProviderKind(provider.kind)
     if kind == ProviderKind.smtp:
         secrets, options = secrets_of(provider), provider.settings
@@ -42,7 +43,12 @@ def provider_transport(provider: Provider, settings: Settings) -> Transport:
         )
     if kind in (ProviderKind.maildir, ProviderKind.console):
         return _local(kind, settings)
-    raise RuleViolation(f"sending through {kind} providers is not available yet")
+    try:
+        return API_TRANSPORTS[kind](
+            provider.settings, secrets_of(provider), settings.provider_timeout
+        )
+    except ValueError as exc:  # a setting the transport cannot use (a bad URL or region)
+        raise RuleViolation(f"provider {provider.name!r}: {exc}") from exc
 
 
 def _smtp(
