@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parseaddr
 from typing import Any
@@ -62,6 +62,7 @@ class Recipient:
     attributes: dict[str, Any]
     tags: list[str]
     mailable: bool
+    engagement_score: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -93,12 +94,17 @@ class PreparedBatch:
     decided: list[Outcome]
     by_id: dict[int, Claimed]
     hashes: dict[int, str]  # delivery id -> the address's blind index (for suppressions)
+    scores: dict[int, float] = field(default_factory=dict)  # delivery id -> engagement (routing)
 
     def keep_only(self, delivery_ids: set[int]) -> None:
         """Drop the deliveries this worker no longer holds (another worker took them over)."""
         self.claimed = [c for c in self.claimed if c.id in delivery_ids]
         self.messages = [m for m in self.messages if m.delivery_id in delivery_ids]
         self.decided = [o for o in self.decided if o.delivery.id in delivery_ids]
+
+    def sendable(self) -> list[tuple[OutgoingMessage, float]]:
+        """The messages to send, each with its recipient's engagement score."""
+        return [(m, self.scores.get(m.delivery_id, 0.0)) for m in self.messages]
 
 
 class Composer:
@@ -133,6 +139,7 @@ class Composer:
                 continue
             batch.messages.append(message)
             batch.hashes[delivery.id] = recipient.email_hash
+            batch.scores[delivery.id] = recipient.engagement_score
         return batch
 
     def compose(
@@ -256,13 +263,14 @@ async def load_recipients(
                 Subscriber.attributes,
                 Subscriber.tags,
                 (Subscriber.status == SubscriberStatus.active.value) & ~suppressed,
+                Subscriber.engagement_score,
             ).where(Subscriber.id.in_(sorted(subscriber_ids)))
         )
     ).all()
     emails = active_cipher().decrypt_many([row[1] for row in rows])
     return {
-        key: Recipient(key, email, email_hash, name, attributes, tags, bool(mailable))
-        for (key, _, email_hash, name, attributes, tags, mailable), email in zip(
+        key: Recipient(key, email, email_hash, name, attributes, tags, bool(mailable), score or 0.0)
+        for (key, _, email_hash, name, attributes, tags, mailable, score), email in zip(
             rows, emails, strict=True
         )
     }

@@ -23,6 +23,7 @@ _RESULT = {
 }
 
 
-def count_outcomes(transport: str, outcomes: Iterable[Outcome]) -> None:
-    for status, number in Tally(o.status for o in outcomes).items():
-        DELIVERIES.labels(transport=transport, result=_RESULT[status]).inc(number)
+def count_outcomes(outcomes: Iterable[Outcome]) -> None:
+    """By the provider that answered ("none": decided before sending, e.g. suppressed)."""
+    for (provider, status), number in Tally((o.provider, o.status) for o in outcomes).items():
+        DELIVERIES.labels(transport=provider or "none", result=_RESULT[status]).inc(number)

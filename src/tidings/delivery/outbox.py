@@ -48,6 +48,8 @@ class Outcome:
     provider: str | None = None
     provider_message_id: str | None = None
     retry_at: datetime | None = None  # when queued again
+    route: str | None = None  # why that provider (a routing rule's name, "weighted"...)
+    uncounted: bool = False  # deferred before any provider tried it: the attempt is given back
 
 
 async def claim_batch(
@@ -179,12 +181,13 @@ WITH outcome AS (
     SELECT * FROM unnest(
         CAST(:ids AS bigint[]), CAST(:attempts AS integer[]), CAST(:statuses AS text[]),
         CAST(:errors AS text[]), CAST(:providers AS text[]), CAST(:message_ids AS text[]),
-        CAST(:retry_at AS timestamptz[])
-    ) AS o(id, attempts, status, error, provider, message_id, retry_at)
+        CAST(:retry_at AS timestamptz[]), CAST(:routes AS text[]), CAST(:uncounted AS boolean[])
+    ) AS o(id, attempts, status, error, provider, message_id, retry_at, route, uncounted)
 ), written AS (
     UPDATE deliveries AS d
     SET status = o.status, error = o.error, provider = o.provider,
-        provider_message_id = o.message_id, lease_until = NULL,
+        provider_message_id = o.message_id, lease_until = NULL, route = o.route,
+        attempts = d.attempts - CASE WHEN o.uncounted THEN 1 ELSE 0 END,
         next_attempt_at = COALESCE(o.retry_at, d.next_attempt_at),
         sent_at = CASE WHEN o.status = 'sent' THEN CAST(:now AS timestamptz) ELSE d.sent_at END
     FROM outcome AS o
@@ -218,6 +221,8 @@ async def _record_postgresql(
             "providers": [o.provider for o in outcomes],
             "message_ids": [o.provider_message_id for o in outcomes],
             "retry_at": [o.retry_at for o in outcomes],
+            "routes": [o.route for o in outcomes],
+            "uncounted": [o.uncounted for o in outcomes],
             "now": now,
         },
     )
@@ -256,7 +261,10 @@ def _written_values(outcome: Outcome, now: datetime) -> dict[str, object]:
         "provider": outcome.provider,
         "provider_message_id": outcome.provider_message_id,
         "lease_until": None,
+        "route": outcome.route,
     }
+    if outcome.uncounted:
+        values["attempts"] = Delivery.attempts - 1
     if outcome.retry_at is not None:
         values["next_attempt_at"] = outcome.retry_at
     if outcome.status == DeliveryStatus.sent:

@@ -10,7 +10,7 @@ from tidings.delivery.links import MailLinks
 from tidings.delivery.worker import DeliveryWorker, RetryPolicy, WorkerOptions
 from tidings.runtime import Runtime
 from tidings.transports.base import Transport
-from tidings.transports.factory import open_transport
+from tidings.transports.factory import open_transport, provider_transport
 
 
 def mail_links(runtime: Runtime) -> MailLinks:
@@ -32,7 +32,12 @@ def build_worker(runtime: Runtime, transport: Transport | None = None) -> Delive
         batch_size=settings.worker_batch_size, lease_seconds=settings.worker_lease_seconds
     )
     return DeliveryWorker(
-        runtime.database, transport or open_transport(settings), Composer(identity), policy, options
+        runtime.database,
+        transport or open_transport(settings),
+        Composer(identity),
+        policy,
+        options,
+        open_provider=lambda provider: provider_transport(provider, settings),
     )
 
 
@@ -42,4 +47,4 @@ async def run_worker(runtime: Runtime, stop: asyncio.Event) -> None:
     try:
         await worker.run(stop)
     finally:
-        await worker.transport.close()
+        await worker.pool.close()

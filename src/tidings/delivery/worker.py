@@ -23,7 +23,10 @@ from tidings.audience.models import SuppressionReason
 from tidings.campaigns.models import DeliveryStatus
 from tidings.db.engine import Database
 from tidings.db.types import utcnow
+from tidings.delivery import provider_stats
 from tidings.delivery.compose import Composer, PreparedBatch
+from tidings.delivery.dispatch import Deferred, Dispatched, Dispatcher, Finished
+from tidings.delivery.heartbeat import Heartbeat
 from tidings.delivery.metrics import count_outcomes
 from tidings.delivery.outbox import (
     Claimed,
@@ -34,8 +37,10 @@ from tidings.delivery.outbox import (
     renew,
     suppress_addresses,
 )
+from tidings.delivery.provider_pool import ProviderPool
+from tidings.providers.models import Provider
 from tidings.transports.base import Outcome as SendOutcome
-from tidings.transports.base import SendResult, Transport
+from tidings.transports.base import Transport
 
 log = structlog.get_logger(__name__)
 
@@ -64,27 +69,38 @@ class WorkerOptions:
     senders: int = 1
     prefetch: int = 2  # composed batches waiting for a sender
     grace_seconds: float = 20.0  # on shutdown, time to finish what was claimed
+    # How long a batch may wait for provider quota or a closed circuit before the rest is
+    # deferred (queued again for when a provider frees up).
+    provider_wait_seconds: float = 15.0
+    heartbeat_seconds: float = 5.0
 
 
-def judge(
-    result: SendResult, delivery: Claimed, policy: RetryPolicy, provider: str, now: datetime
-) -> Outcome:
-    """What a transport's answer means for the delivery."""
+def judge(finished: Finished, delivery: Claimed, policy: RetryPolicy, now: datetime) -> Outcome:
+    """What a provider's answer means for the delivery. A retry waits for the backoff, and at
+    least as long as the provider asked (Retry-After)."""
+    result, provider, route = finished.result, finished.provider, finished.route
     if result.outcome == SendOutcome.accepted:
-        return Outcome(delivery, DeliveryStatus.sent, None, provider, result.provider_message_id)
+        message_id = result.provider_message_id
+        return Outcome(delivery, DeliveryStatus.sent, None, provider, message_id, route=route)
     if result.outcome == SendOutcome.permanent:
-        return Outcome(delivery, DeliveryStatus.failed, result.detail, provider)
+        return Outcome(delivery, DeliveryStatus.failed, result.detail, provider, route=route)
     if delivery.attempts >= policy.max_attempts:
         reason = f"gave up after {delivery.attempts} attempts; last: {result.detail}"
-        return Outcome(delivery, DeliveryStatus.failed, reason, provider)
-    retry_at = now + timedelta(seconds=policy.delay(delivery.attempts))
-    return Outcome(delivery, DeliveryStatus.queued, result.detail, provider, retry_at=retry_at)
+        return Outcome(delivery, DeliveryStatus.failed, reason, provider, route=route)
+    delay = max(policy.delay(delivery.attempts), result.retry_after or 0.0)
+    retry_at = now + timedelta(seconds=delay)
+    return Outcome(
+        delivery, DeliveryStatus.queued, result.detail, provider, retry_at=retry_at, route=route
+    )
 
 
-def is_hard_bounce(result: SendResult) -> bool:
-    """A permanent failure naming the address (RFC 3463 5.1.x: bad mailbox, bad domain)."""
-    code = result.status_code
-    return result.outcome == SendOutcome.permanent and code is not None and code.startswith("5.1.")
+def deferral(deferred: Deferred, delivery: Claimed) -> Outcome:
+    """No provider could take the message in time: queued for when one can, attempt not
+    counted (a delivery waits for a provider; it does not fail for lack of one)."""
+    return Outcome(
+        delivery, DeliveryStatus.queued, deferred.reason, retry_at=deferred.retry_at,
+        uncounted=True,
+    )  # fmt: skip
 
 
 class DeliveryWorker:
@@ -96,23 +112,32 @@ class DeliveryWorker:
         policy: RetryPolicy,
         options: WorkerOptions,
         clock: Callable[[], datetime] = utcnow,
+        open_provider: Callable[[Provider], Transport] | None = None,
     ) -> None:
+        """``transport`` sends when no provider is configured; ``open_provider`` makes the
+        transport of a configured provider."""
         self.database, self.transport, self.composer = database, transport, composer
         self.policy, self.options, self.clock = policy, options, clock
+        self.pool = ProviderPool(database, transport, open_provider or _no_provider_transports)
+        self.dispatcher = Dispatcher(database, self.pool, clock, options.provider_wait_seconds)
+        self.heartbeat = Heartbeat(clock())
         self._unrecorded: dict[int, PreparedBatch] = {}  # by id(): claimed, not yet recorded
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until ``stop`` is set; then finish or give back what was claimed."""
         queue: asyncio.Queue[PreparedBatch | None] = asyncio.Queue(self.options.prefetch)
         senders = [asyncio.create_task(self._send_loop(queue)) for _ in range(self.options.senders)]
-        heartbeat = asyncio.create_task(self._keep_leases())
+        background = [
+            asyncio.create_task(self._keep_leases()),
+            asyncio.create_task(self._keep_beating()),
+        ]
         await self._claim_loop(queue, stop)
         for _ in senders:
             await queue.put(None)
         _, late = await asyncio.wait(senders, timeout=self.options.grace_seconds)
-        for task in [*late, heartbeat]:
+        for task in [*late, *background]:
             task.cancel()
-        await asyncio.gather(*late, heartbeat, return_exceptions=True)
+        await asyncio.gather(*late, *background, return_exceptions=True)
         await self._give_back()
 
     async def run_once(self) -> int:
@@ -169,6 +194,16 @@ class DeliveryWorker:
                 except Exception:  # the next beat tries again; the lease has time left
                     log.exception("worker.renew_failed")
 
+    async def _keep_beating(self) -> None:
+        """Tell the fleet this worker is alive, how fast it sends, and its circuits."""
+        while True:
+            try:
+                async with self.database.sessions() as session:
+                    await self.heartbeat.beat(session, self.pool.circuits(), self.clock())
+            except Exception:  # a missed beat only makes the status page older
+                log.exception("worker.heartbeat_failed")
+            await asyncio.sleep(self.options.heartbeat_seconds)
+
     async def _renew(self, claimed: list[Claimed]) -> set[int]:
         async with self.database.sessions() as session:
             return await renew(session, claimed, self.options.lease_seconds, self.clock())
@@ -178,19 +213,24 @@ class DeliveryWorker:
         if len(held) < len(batch.claimed):  # a lease ran out: another worker has those now
             log.warning("worker.lease_lost", deliveries=len(batch.claimed) - len(held))
             batch.keep_only(held)
-        results = await self.transport.send(batch.messages) if batch.messages else []
+        sendable = batch.sendable()
+        sent = await self.dispatcher.send(sendable) if sendable else Dispatched()
         now = self.clock()
-        provider = self.transport.name
         outcomes = list(batch.decided)
         outcomes += [
-            judge(r, batch.by_id[r.delivery_id], self.policy, provider, now) for r in results
+            judge(f, batch.by_id[f.result.delivery_id], self.policy, now) for f in sent.finished
         ]
-        bounced = [batch.hashes[r.delivery_id] for r in results if is_hard_bounce(r)]
+        outcomes += [deferral(d, batch.by_id[d.message.delivery_id]) for d in sent.deferred]
+        bounced = [
+            batch.hashes[f.result.delivery_id] for f in sent.finished if f.result.is_hard_bounce
+        ]
         async with self.database.sessions() as session:
             await suppress_addresses(session, bounced, SuppressionReason.bounced)
+            await provider_stats.record(session, sent.tallies, now)
             await record_outcomes(session, outcomes, now)
         del self._unrecorded[id(batch)]
-        count_outcomes(provider, outcomes)
+        count_outcomes(outcomes)
+        self.heartbeat.count_sent(sum(o.status == DeliveryStatus.sent for o in outcomes))
 
     async def _give_back(self) -> None:
         """Release every batch claimed but not recorded, so another worker sends it now."""
@@ -201,3 +241,7 @@ class DeliveryWorker:
         async with self.database.sessions() as session:
             await release(session, claimed, self.clock())
         log.info("worker.released", deliveries=len(claimed))
+
+
+def _no_provider_transports(provider: Provider) -> Transport:
+    raise RuntimeError("this worker was built without provider transports")
