@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from tidings.db.engine import Database
-from tidings.delivery.provider_pool import Lane, ProviderPool
+from tidings.delivery.provider_pool import FALLBACK_ID, Lane, ProviderPool
 from tidings.delivery.provider_stats import Tally
 from tidings.delivery.quota import acquire
 from tidings.delivery.routing import Route
@@ -79,8 +79,12 @@ class Dispatcher:
         pool: ProviderPool,
         clock: Callable[[], datetime],
         max_wait: float = 15.0,
+        chunk: int = 100,
     ) -> None:
         self.database, self.pool, self.clock, self.max_wait = database, pool, clock, max_wait
+        # Messages per send call to a configured provider: its circuit sees the first results
+        # (and can open) before the whole batch has gone to a failing provider.
+        self.chunk = chunk
 
     async def send(self, messages: Sequence[tuple[OutgoingMessage, float]]) -> Dispatched:
         """Place every message (with its recipient's engagement score)."""
@@ -140,6 +144,8 @@ class Dispatcher:
     ) -> list[Pending]:
         """Send what the lane's breaker and quota allow; returns the messages to place again."""
         allowed = min(len(items), lane.breaker.available())
+        if lane.id != FALLBACK_ID:
+            allowed = min(allowed, self.chunk)
         take, rest = items[:allowed], items[allowed:]
         if take and not lane.limits.unlimited:
             if lane.limits.warming is not None:  # the scarce warming volume: most engaged first

@@ -61,9 +61,13 @@ class Lane:
     def free_at(self, now: datetime) -> datetime | None:
         """When the lane may take mail again, if it cannot now."""
         mono = time.monotonic()
+        ends = []
+        if self.saturated_until > mono and self.saturated_at is not None:
+            ends.append(self.saturated_at)  # the quota's own instant, not a converted one
         opens = self.breaker.opens_at()
-        ends = [t for t in (self.saturated_until, opens) if t is not None and t > mono]
-        return now + timedelta(seconds=max(ends) - mono) if ends else None
+        if opens is not None and opens > mono:
+            ends.append(now + timedelta(seconds=opens - mono))
+        return max(ends, default=None)
 
 
 class ProviderPool:

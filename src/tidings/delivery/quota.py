@@ -62,11 +62,11 @@ async def acquire(session: AsyncSession, limits: Limits, wanted: int, now: datet
     if wanted <= 0 or limits.unlimited:
         return Grant(max(wanted, 0))
     state = await _locked_state(session, limits.provider_id)
+    usage = await _usage(session, limits.provider_id)
+    room = await _room(session, limits, state, usage, now)  # a new warming day may pause
     if state.paused_at is not None:
         await session.commit()
         return Grant(0, now + PAUSED_RECHECK, f"paused: {state.paused_reason}")
-    usage = await _usage(session, limits.provider_id)
-    room = await _room(session, limits, state, usage, now)
     limited_by, (available, frees_at) = min(room.items(), key=lambda item: item[1][0])
     granted = max(0, min(wanted, available))
     for period, window in _windows(limits, now).items():
@@ -81,6 +81,8 @@ async def acquire(session: AsyncSession, limits: Limits, wanted: int, now: datet
     if limits.per_second:
         start = max(state.paced_until or now, now)
         state.paced_until = start + timedelta(seconds=granted / limits.per_second)
+        if limited_by == "per_second":  # the next message fits once the burst allows it
+            frees_at = max(now, state.paced_until - timedelta(seconds=PACE_BURST_SECONDS))
     await session.commit()
     if granted >= wanted:
         return Grant(granted)
@@ -133,8 +135,7 @@ async def _room(
         allowed = (
             int((PACE_BURST_SECONDS - ahead) / interval) + 1 if ahead <= PACE_BURST_SECONDS else 0
         )
-        frees_at = start - timedelta(seconds=PACE_BURST_SECONDS) + timedelta(seconds=interval)
-        room["per_second"] = (max(0, allowed), max(frees_at, now))
+        room["per_second"] = (max(0, allowed), now)  # when more: see acquire
     windows = _windows(limits, now)
     day_limit, day_name = limits.per_day, "per_day"
     if limits.warming is not None:

@@ -24,6 +24,7 @@ from tidings.campaigns.models import DeliveryStatus
 from tidings.db.engine import Database
 from tidings.db.types import utcnow
 from tidings.delivery import provider_stats
+from tidings.delivery.circuit import BreakerPolicy
 from tidings.delivery.compose import Composer, PreparedBatch
 from tidings.delivery.dispatch import Deferred, Dispatched, Dispatcher, Finished
 from tidings.delivery.heartbeat import Heartbeat
@@ -72,6 +73,7 @@ class WorkerOptions:
     # How long a batch may wait for provider quota or a closed circuit before the rest is
     # deferred (queued again for when a provider frees up).
     provider_wait_seconds: float = 15.0
+    provider_chunk: int = 100  # messages per send call to a configured provider
     heartbeat_seconds: float = 5.0
 
 
@@ -113,13 +115,18 @@ class DeliveryWorker:
         options: WorkerOptions,
         clock: Callable[[], datetime] = utcnow,
         open_provider: Callable[[Provider], Transport] | None = None,
+        breaker: BreakerPolicy | None = None,
     ) -> None:
         """``transport`` sends when no provider is configured; ``open_provider`` makes the
         transport of a configured provider."""
         self.database, self.transport, self.composer = database, transport, composer
         self.policy, self.options, self.clock = policy, options, clock
-        self.pool = ProviderPool(database, transport, open_provider or _no_provider_transports)
-        self.dispatcher = Dispatcher(database, self.pool, clock, options.provider_wait_seconds)
+        self.pool = ProviderPool(
+            database, transport, open_provider or _no_provider_transports, breaker
+        )
+        self.dispatcher = Dispatcher(
+            database, self.pool, clock, options.provider_wait_seconds, options.provider_chunk
+        )
         self.heartbeat = Heartbeat(clock())
         self._unrecorded: dict[int, PreparedBatch] = {}  # by id(): claimed, not yet recorded
 
