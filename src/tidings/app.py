@@ -34,8 +34,10 @@ from tidings.errors import Conflict, NotFound, RuleViolation, TidingsError
 from tidings.logs import get_logger
 from tidings.promotions.api import promotions, subscriptions
 from tidings.providers.api import router as providers_router
+from tidings.providers.routing_api import router as routing_rules_router
 from tidings.runtime import Runtime, open_runtime
 from tidings.security.api import router as security_router
+from tidings.system.api import router as system_router
 
 log = get_logger("tidings.http")
 
@@ -118,6 +120,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(templates_router)
     app.include_router(content_router)
     app.include_router(providers_router)
+    app.include_router(routing_rules_router)
+    app.include_router(system_router)
     app.add_api_route(
         "/health",
         health,

@@ -232,3 +232,17 @@ async def test_warming_sends_the_days_cap_to_the_most_engaged_and_defers_the_res
     tomorrow = {d.next_attempt_at for d in waiting}
     assert len(tomorrow) == 1 and next(iter(tomorrow)).hour == 0  # UTC midnight: the next day
     assert all("warming" in (d.error or "") for d in waiting)
+
+
+async def test_mail_from_a_domain_no_provider_sends_for_fails_with_the_reason(
+    client: httpx.AsyncClient, db: Runtime
+) -> None:
+    await fill_subscribers(db, 3)
+    _, run_id = await send_campaign(client, db)  # from editor@news.example.com
+    with FakeHttpApi() as shop_only:
+        await add_api_provider(db, "shop", shop_only, domains=["shop.example.com"])
+        await drain(provider_worker(db))
+        assert shop_only.recipients() == []
+    rows = await deliveries(db, run_id)
+    assert {(d.status, d.route) for d in rows} == {("failed", "unrouted")}
+    assert "no enabled provider sends mail from news.example.com" in (rows[0].error or "")

@@ -10,7 +10,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tests.factories import post_created
-from tidings.providers.models import Provider
+from tidings.db.types import utcnow
+from tidings.delivery import quota
+from tidings.delivery.quota import Limits
+from tidings.delivery.warming import WarmingPlan, pause
+from tidings.providers.models import Provider, ProviderState
 from tidings.providers.service import secrets_of
 from tidings.runtime import Runtime
 from tidings.security.models import Scope
@@ -150,3 +154,96 @@ async def test_only_admin_keys_see_or_change_providers(
         )
         assert created.status_code == 403
     assert (await anon_client.get("/providers")).status_code == 401
+
+
+async def test_a_warming_plan_is_typed_stored_in_full_and_an_empty_one_is_the_default(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    created = await post_created(
+        client, "/providers", {"name": "fresh-ip", "kind": "console", "warming_plan": {}}
+    )
+    plan = created["warming_plan"]
+    assert (plan["start_volume"], plan["target_volume"], plan["days"]) == (50, 3000, 30)
+    assert "steps" not in plan
+    stored = await session.get_one(Provider, created["id"])
+    assert stored.warming_plan == plan
+    await session.rollback()
+    stepped = await client.patch("/providers/fresh-ip", json={"warming_plan": {"steps": [5, 9]}})
+    assert stepped.status_code == 200, stepped.text
+    assert stepped.json()["warming_plan"]["steps"] == [5, 9]
+    removed = await client.patch("/providers/fresh-ip", json={"warming_plan": None})
+    assert removed.json()["warming_plan"] is None
+    kept = await client.patch("/providers/fresh-ip", json={"weight": 2})
+    assert (kept.json()["weight"], kept.json()["warming_plan"]) == (2, None)
+
+
+async def test_a_bad_warming_plan_is_a_422_naming_the_field(client: httpx.AsyncClient) -> None:
+    cases = [
+        ({"start_volume": 0}, "warming_plan.start_volume"),
+        ({"start_volume": 100, "target_volume": 10}, "target_volume must be at least"),
+        ({"steps": []}, "warming_plan.steps"),
+        ({"steps": [10, 0]}, "every step is a volume of at least 1"),
+        ({"curve": "cubic"}, "warming_plan.curve"),
+        ({"days": 400}, "warming_plan.days"),
+        ({"complaint_pause": 2}, "warming_plan.complaint_pause"),
+        ({"speed": "fast"}, "warming_plan.speed"),
+        ("fast", "warming_plan"),
+    ]
+    for plan, message in cases:
+        body = {"name": "p", "kind": "console", "warming_plan": plan}
+        response = await client.post("/providers", json=body)
+        assert response.status_code == 422, (plan, response.text)
+        assert message in response.json()["detail"], (plan, response.text)
+    await post_created(client, "/providers", {"name": "p", "kind": "console"})
+    patched = await client.patch("/providers/p", json={"warming_plan": {"days": 0}})
+    assert patched.status_code == 422 and "warming_plan.days" in patched.text
+
+
+async def test_null_for_a_required_field_is_a_422_not_a_broken_row(
+    client: httpx.AsyncClient,
+) -> None:
+    await post_created(client, "/providers", {"name": "p", "kind": "console"})
+    for field in ("name", "enabled", "priority", "timezone"):
+        response = await client.patch("/providers/p", json={field: None})
+        assert response.status_code == 422, (field, response.text)
+        assert f"{field} cannot be null" in response.json()["detail"]
+
+
+async def test_resuming_a_provider_that_is_not_paused_is_a_409(client: httpx.AsyncClient) -> None:
+    await post_created(client, "/providers", {"name": "p", "kind": "console"})
+    fresh = await client.post("/providers/p/resume")  # no shared state row yet
+    assert fresh.status_code == 409 and fresh.json()["code"] == "not_paused"
+    assert "'p' is not paused" in fresh.json()["detail"]
+    assert (await client.post("/providers/nope/resume")).status_code == 404
+
+
+async def granted(db: Runtime, limits: Limits) -> int:
+    """What a worker would be granted now (a fresh session per grant, as workers do)."""
+    async with db.database.sessions() as session:
+        return (await quota.acquire(session, limits, 10, utcnow())).granted
+
+
+async def test_a_paused_provider_is_shown_paused_and_resumes(
+    client: httpx.AsyncClient, db: Runtime
+) -> None:
+    created = await post_created(
+        client, "/providers", {"name": "warm", "kind": "console", "warming_plan": {}}
+    )
+    limits = Limits(created["id"], warming=WarmingPlan())
+    assert await granted(db, limits) == 10
+    async with db.database.sessions() as session:
+        state = await session.get_one(ProviderState, created["id"])
+        pause(session, state, "complaint rate 0.5%", utcnow())
+        await session.commit()
+    shown = (await client.get("/providers/warm")).json()
+    assert shown["paused_reason"] == "complaint rate 0.5%" and shown["paused_at"] is not None
+    assert await granted(db, limits) == 0
+    resumed = await client.post("/providers/warm/resume")
+    assert resumed.status_code == 200, resumed.text
+    assert (resumed.json()["paused_reason"], resumed.json()["paused_at"]) == (None, None)
+    assert (await client.post("/providers/warm/resume")).json()["code"] == "not_paused"
+    assert await granted(db, limits) == 10
+    audit = (await client.get("/audit-log", params={"action": "provider.resume"})).json()
+    assert [entry["detail"]["paused_reason"] for entry in audit] == ["complaint rate 0.5%"]
+    listed = (await client.get("/providers")).json()["items"]
+    assert [p["paused_reason"] for p in listed] == [None]

@@ -53,7 +53,7 @@ class Finished:
     left to try) transient."""
 
     result: SendResult
-    provider: str
+    provider: str | None  # None: no provider was tried
     route: str
 
 
@@ -125,6 +125,8 @@ class Dispatcher:
             route = router.route(item.recipient_domain, item.sender_domain, item.score, usable)
             if route is not None:
                 groups.setdefault(route.provider.id, []).append((item, route))
+            elif not router.serves(item.sender_domain):  # waiting would never end
+                report.finished.append(_unserved(item))
             elif item.last is not None and not self._may_take_later(item):
                 report.finished.append(item.last)  # failed where it was tried; nowhere left
             else:
@@ -194,12 +196,24 @@ class Dispatcher:
         return retries
 
     def _give_up(self, item: Pending, report: Dispatched) -> None:
-        """No provider took the message in time: its last failure stands, or it waits."""
+        """No provider took the message in time: its last failure stands, or it waits for the
+        first provider to free up (due at once if one already has: the time ran out)."""
         if item.last is not None:
             report.finished.append(item.last)
             return
         now = self.clock()
         retry_at, reason = self.pool.earliest_free(item.tried, now)
+        if retry_at is None and self.pool.any_usable(item.tried):
+            retry_at, reason = now, "a provider had no room in time; due again at once"
         report.deferred.append(
             Deferred(item.message, retry_at or now + NO_PROVIDER_RECHECK, reason)
         )
+
+
+def _unserved(item: Pending) -> Finished:
+    detail = (
+        f"no enabled provider sends mail from {item.sender_domain}: add it to a provider's "
+        "domains, or leave a provider's domains empty"
+    )
+    result = SendResult(item.message.delivery_id, Outcome.permanent, detail)
+    return Finished(result, None, "unrouted")

@@ -144,6 +144,10 @@ class ProviderPool:
                 best = (free, f"waiting for {lane.name}: {reason}")
         return best if best is not None else (None, "no provider can send this message now")
 
+    def any_usable(self, tried: Iterable[int]) -> bool:
+        skip = set(tried)
+        return any(lane.usable() for lane in self.lanes.values() if lane.id not in skip)
+
     def circuits(self) -> dict[str, str]:
         return {lane.name: lane.breaker.state.value for lane in self.lanes.values()}
 

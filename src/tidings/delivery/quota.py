@@ -98,7 +98,7 @@ async def _locked_state(session: AsyncSession, provider_id: int) -> ProviderStat
         .where(ProviderState.provider_id == provider_id)
         .values(grants=ProviderState.grants + 1)
         .returning(ProviderState)
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False, populate_existing=True)
     )
     state = (await session.scalars(lock)).one_or_none()
     if state is None:

@@ -91,6 +91,10 @@ class Router:
                     return Route(target, rule.name)
         return Route(self.weighted_pick(eligible), WEIGHTED)
 
+    def serves(self, sender_domain: str) -> bool:
+        """Does any provider send mail from this domain (healthy or not)?"""
+        return any(p.sends_for(sender_domain) for p in self.providers)
+
     def weighted_pick(self, eligible: Sequence[Candidate]) -> Candidate:
         """One of the highest-priority providers, drawn in proportion to their weights (all
         alike if none of them has a weight)."""

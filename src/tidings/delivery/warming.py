@@ -56,6 +56,10 @@ class WarmingPlan(BaseModel):
             raise ValueError("target_volume must be at least start_volume")
         if self.steps is not None and any(step < 1 for step in self.steps):
             raise ValueError("every step is a volume of at least 1")
+        if not self.bounce_hold <= self.bounce_cut:
+            raise ValueError("bounce_hold must be at most bounce_cut")
+        if not self.complaint_hold <= self.complaint_cut <= self.complaint_pause:
+            raise ValueError("complaint_hold <= complaint_cut <= complaint_pause, in that order")
         return self
 
     @property

@@ -233,8 +233,11 @@ class DeliveryWorker:
         ]
         async with self.database.sessions() as session:
             await suppress_addresses(session, bounced, SuppressionReason.bounced)
-            await provider_stats.record(session, sent.tallies, now)
             await record_outcomes(session, outcomes, now)
+            # Apart, after the outcomes: the minute's statistics row is shared by every worker
+            # and locked while it is added to, which must not hold up the big statement.
+            await provider_stats.record(session, sent.tallies, now)
+            await session.commit()
         del self._unrecorded[id(batch)]
         count_outcomes(outcomes)
         self.heartbeat.count_sent(sum(o.status == DeliveryStatus.sent for o in outcomes))

@@ -8,8 +8,9 @@ from datetime import datetime
 from typing import Annotated, Any
 from zoneinfo import available_timezones
 
-from pydantic import AfterValidator, BaseModel, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints, model_validator
 
+from tidings.delivery.warming import WarmingPlan
 from tidings.providers.models import ProviderKind
 from tidings.schemas import ApiModel
 
@@ -80,6 +81,16 @@ Timezone = Annotated[str, AfterValidator(known_timezone)]
 Priority = Annotated[int, Field(ge=0, le=1000, description="Lower is tried first.")]
 Weight = Annotated[int, Field(ge=0, le=10_000, description="Share among providers of a priority.")]
 Domains = Annotated[list[Domain], Field(max_length=1000)]
+PLAN_HELP = (
+    "A warming plan: explicit daily `steps`, or a ramp from `start_volume` to `target_volume` "
+    "over `days`; `{}` is the default 50 → 3000 over 30 days. null: no warming."
+)
+
+
+def stored_plan(plan: WarmingPlan | None) -> dict[str, Any] | None:
+    """A plan as its JSON column holds it: every field spelled out, so a later change of the
+    defaults does not move a provider that is already warming."""
+    return None if plan is None else plan.model_dump(exclude_none=True)
 
 
 class ProviderFields(ApiModel):
@@ -93,13 +104,17 @@ class ProviderFields(ApiModel):
     per_hour: Limit | None = None
     per_day: Limit | None = None
     timezone: Timezone = Field(default="UTC", description="Where a day of per_day starts.")
-    warming_plan: dict[str, Any] | None = None
+    warming_plan: WarmingPlan | None = Field(default=None, description=PLAN_HELP)
 
 
 class ProviderCreate(ProviderFields):
     name: Name
     kind: ProviderKind
     credentials: dict[str, Secret] = Field(default_factory=dict)
+
+
+# Fields of ProviderUpdate whose column cannot be empty.
+REQUIRED = frozenset({"name", "enabled", "priority", "weight", "domains", "settings", "timezone"})
 
 
 class ProviderUpdate(ApiModel):
@@ -117,7 +132,15 @@ class ProviderUpdate(ApiModel):
     per_hour: Limit | None = None
     per_day: Limit | None = None
     timezone: Timezone | None = None
-    warming_plan: dict[str, Any] | None = None
+    warming_plan: WarmingPlan | None = Field(default=None, description=PLAN_HELP)
+
+    @model_validator(mode="after")
+    def _no_null_for_required(self) -> ProviderUpdate:
+        # null clears a limit or the warming plan; for these fields it would be a broken row.
+        nulled = sorted(n for n in self.model_fields_set & REQUIRED if getattr(self, n) is None)
+        if nulled:
+            raise ValueError(f"{nulled[0]} cannot be null (leave it out to keep it)")
+        return self
 
 
 class ProviderOut(BaseModel):
@@ -136,5 +159,7 @@ class ProviderOut(BaseModel):
     per_day: int | None
     timezone: str
     warming_plan: dict[str, Any] | None
+    paused_reason: str | None = Field(description="Why sending through it is paused, if it is.")
+    paused_at: datetime | None
     created_at: datetime
     updated_at: datetime

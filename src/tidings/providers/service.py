@@ -7,6 +7,7 @@ masked (their last four characters) everywhere else.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import func, select
@@ -15,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tidings.db.errors import flush_unique
 from tidings.db.ids import MAX_ID
 from tidings.errors import Conflict, NotFound, RuleViolation
-from tidings.providers.models import Provider, ProviderKind
-from tidings.providers.schemas import KINDS, ProviderCreate, ProviderUpdate
+from tidings.providers.models import Provider, ProviderKind, ProviderState
+from tidings.providers.schemas import KINDS, ProviderCreate, ProviderUpdate, stored_plan
 from tidings.security.audit import record_audit
 from tidings.transports.registry import check_api_settings
 
@@ -27,6 +28,10 @@ class ProviderNotFound(NotFound):
 
 class DuplicateProvider(Conflict):
     code = "duplicate_provider"
+
+
+class NotPaused(Conflict):
+    code = "not_paused"
 
 
 async def check_kind(kind: ProviderKind, settings: dict[str, Any], secrets: dict[str, str]) -> None:
@@ -80,10 +85,37 @@ def masked(secrets: dict[str, str]) -> dict[str, str]:
     }
 
 
-def describe(provider: Provider) -> dict[str, Any]:
-    """The API's view of a provider: everything but the secrets, which are masked."""
+def describe(provider: Provider, state: ProviderState | None = None) -> dict[str, Any]:
+    """The API's view of a provider: everything but the secrets, which are masked, and
+    whether sending through it is paused (from its shared state, if it has any yet)."""
     fields = {c.key: getattr(provider, c.key) for c in Provider.__table__.columns}
-    return {**fields, "credentials": masked(secrets_of(provider))}
+    return {
+        **fields,
+        "credentials": masked(secrets_of(provider)),
+        "paused_reason": state.paused_reason if state is not None else None,
+        "paused_at": state.paused_at if state is not None else None,
+    }
+
+
+async def states_of(session: AsyncSession, ids: Iterable[int]) -> dict[int, ProviderState]:
+    """The shared state rows of these providers, by provider id (missing: never sent yet)."""
+    wanted = list(ids)
+    if not wanted:
+        return {}
+    rows = await session.scalars(select(ProviderState).where(ProviderState.provider_id.in_(wanted)))
+    return {row.provider_id: row for row in rows}
+
+
+async def describe_all(
+    session: AsyncSession, providers: Sequence[Provider]
+) -> list[dict[str, Any]]:
+    """``describe`` for many providers, their states read in one query."""
+    states = await states_of(session, [p.id for p in providers])
+    return [describe(p, states.get(p.id)) for p in providers]
+
+
+async def describe_one(session: AsyncSession, provider: Provider) -> dict[str, Any]:
+    return (await describe_all(session, [provider]))[0]
 
 
 async def get_provider(session: AsyncSession, ref: str | int) -> Provider:
@@ -110,8 +142,12 @@ async def list_providers(
 
 async def create_provider(session: AsyncSession, data: ProviderCreate, actor: str) -> Provider:
     await check_kind(data.kind, data.settings, data.credentials)
-    values = data.model_dump(exclude={"credentials"})
-    provider = Provider(**values, credentials=json.dumps(data.credentials))
+    values = data.model_dump(exclude={"credentials", "warming_plan"})
+    provider = Provider(
+        **values,
+        credentials=json.dumps(data.credentials),
+        warming_plan=stored_plan(data.warming_plan),
+    )
     session.add(provider)
     await _save(session, provider, actor, "provider.create")
     return provider
@@ -122,6 +158,8 @@ async def update_provider(
 ) -> Provider:
     provider = await get_provider(session, ref)
     changes = data.model_dump(exclude_unset=True)
+    if "warming_plan" in changes:
+        changes["warming_plan"] = stored_plan(data.warming_plan)
     secrets = secrets_of(provider)
     for name, value in (changes.pop("credentials", None) or {}).items():
         if value is None:
@@ -144,6 +182,26 @@ async def delete_provider(session: AsyncSession, ref: str | int, actor: str) -> 
         session, actor, "provider.delete", "provider", provider.id, {"name": provider.name}
     )
     await session.commit()
+
+
+async def resume_provider(session: AsyncSession, ref: str | int, actor: str) -> Provider:
+    """Let a provider that warming paused (too many complaints) send again."""
+    provider = await get_provider(session, ref)
+    # Locked like a quota grant locks it, so a grant never sees a half-cleared pause.
+    state = await session.scalar(
+        select(ProviderState).where(ProviderState.provider_id == provider.id).with_for_update()
+    )
+    if state is None or state.paused_at is None:
+        raise NotPaused(f"provider {provider.name!r} is not paused")
+    detail = {
+        "name": provider.name,
+        "paused_at": state.paused_at.isoformat(),
+        "paused_reason": state.paused_reason,
+    }
+    state.paused_at, state.paused_reason = None, None
+    record_audit(session, actor, "provider.resume", "provider", provider.id, detail)
+    await session.commit()
+    return provider
 
 
 async def _save(session: AsyncSession, provider: Provider, actor: str, action: str) -> None:

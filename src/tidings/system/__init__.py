@@ -1,0 +1,1 @@
+"""System reports: the instance's health, its providers' figures, their warming (seed 002)."""
