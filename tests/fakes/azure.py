@@ -70,13 +70,11 @@ class FakeAzureEmail(FakeProvider):
 
     def reset(self, *, polls_to_finish: int = 2, retry_after: str = "0") -> None:
         """Forget every send, fault and setting: one server can serve many tests."""
-        self.recover()
+        super().reset()
         with self._lock:
-            self.accepted.clear()
             self.operations.clear()
             self.operation_ids.clear()
             self._failing.clear()
-            self.requests = 0
         self.polls_to_finish, self.retry_after = polls_to_finish, retry_after
 
     def fail_recipient(

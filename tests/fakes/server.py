@@ -84,6 +84,13 @@ class FakeProvider:
         with self._lock:
             self._faults.clear()
 
+    def reset(self) -> None:
+        """Forget every fault, acceptance and request: one server can serve a module's tests."""
+        self.recover()
+        with self._lock:
+            self.accepted.clear()
+            self.requests = 0
+
     async def injected_fault(self) -> Response | None:
         """The fault to answer this request with, if one is due (call first in a handler)."""
         with self._lock:

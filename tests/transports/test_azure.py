@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 from tests.fakes.azure import FakeAzureEmail
-from tidings.delivery.mime import MessageContent, MessageHeaders, build_message, message_id
+from tests.transports.api_messages import api_message, send_and_close
+from tidings.delivery.mime import MessageContent
 from tidings.transports.azure import (
     AzureEmailTransport,
     from_provider,
@@ -31,13 +32,12 @@ SENT_AT = datetime(2024, 1, 15, 10, 0, tzinfo=UTC)
 
 
 def message(i: int, *, html: str | None = None) -> OutgoingMessage:
-    to = f"reader{i}@example.org"
-    headers = MessageHeaders(
-        from_address="news@example.com",
-        from_name="Weekly News",
-        to_address=to,
+    return api_message(
+        i,
         subject=f"Issue {i}: what happened",
-        message_id=message_id(i, "example.com"),
+        html=html if html is not None else f"<p>Hello reader {i}.</p>",
+        sender="bounces@example.com",
+        domain="example.com",
         date=SENT_AT,
         reply_to="editor@example.com",
         list_unsubscribe_url=f"https://example.com/u/{i}",
@@ -45,23 +45,12 @@ def message(i: int, *, html: str | None = None) -> OutgoingMessage:
         list_id="Weekly news <weekly.example.com>",
         feedback_id=f"{i}:weekly:tidings",
     )
-    text = f"Hello reader {i}.\n"
-    html = html if html is not None else f"<p>Hello reader {i}.</p>"
-    data = build_message(headers, text, html)
-    content = MessageContent(headers, text, html)
-    return OutgoingMessage(i, "bounces@example.com", to, data, content)
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[FakeAzureEmail]:
     with FakeAzureEmail(ACCESS_KEY) as started:
         yield started
-
-
-@pytest.fixture
-def fake(server: FakeAzureEmail) -> FakeAzureEmail:
-    server.reset()
-    return server
 
 
 def transport(
@@ -73,10 +62,7 @@ def transport(
 
 
 async def send(azure: AzureEmailTransport, *messages: OutgoingMessage) -> list[SendResult]:
-    try:
-        return await azure.send(messages)
-    finally:
-        await azure.close()
+    return await send_and_close(azure, messages)
 
 
 # Sending ------------------------------------------------------------------------------------

@@ -8,14 +8,13 @@ import base64
 import json
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
 from email import message_from_bytes
 from typing import Any
 
 import pytest
 
 from tests.fakes.generic_http import TOKEN, FakeHttpApi
-from tidings.delivery.mime import MessageContent, MessageHeaders, build_message, message_id
+from tests.transports.api_messages import DEFAULT_HTML, api_message, outcomes, send_and_close
 from tidings.transports import generic_http
 from tidings.transports.base import Outcome, OutgoingMessage, SendResult
 from tidings.transports.generic_http import GenericHttpTransport, check_body_template
@@ -27,20 +26,14 @@ NASTY_SUBJECT = 'He said "hi" }, {"to": "evil@example.net"} \\ $to {{x}} \u2603'
 def message(
     i: int, *, to: str | None = None, subject: str | None = None, html: bool = True
 ) -> OutgoingMessage:
-    headers = MessageHeaders(
-        from_address="news@example.com",
-        from_name="Weekly News",
-        to_address=to or f"reader{i}@example.org",
-        subject=subject if subject is not None else f"Issue {i}",
-        message_id=message_id(i, "news.example.com"),
-        date=datetime(2025, 3, 1, 9, 0, tzinfo=UTC),
+    return api_message(
+        i,
+        to=to,
+        subject=subject,
+        html=DEFAULT_HTML if html else None,
         reply_to="editor@example.com",
         list_unsubscribe_url=f"https://news.example.com/u/{i}",
     )
-    text, body_html = f"Hello reader {i}.\n", f"<p>Hello reader {i}.</p>\n" if html else None
-    data = build_message(headers, text, body_html)
-    content = MessageContent(headers, text, body_html)
-    return OutgoingMessage(i, "bounces@news.example.com", headers.to_address, data, content)
 
 
 def settings_of(fake: FakeHttpApi, **more: Any) -> dict[str, Any]:
@@ -58,30 +51,13 @@ async def send_once(
     batch: Sequence[OutgoingMessage],
     secrets: Mapping[str, str] | None = None,
 ) -> list[SendResult]:
-    transport = open_transport(settings, secrets)
-    try:
-        return await transport.send(batch)
-    finally:
-        await transport.close()
-
-
-def outcomes(results: Sequence[SendResult]) -> list[Outcome]:
-    return [r.outcome for r in results]
+    return await send_and_close(open_transport(settings, secrets), batch)
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[FakeHttpApi]:
     with FakeHttpApi() as running:
         yield running
-
-
-@pytest.fixture
-def fake(server: FakeHttpApi) -> FakeHttpApi:
-    """The module's fake as new (one server for the module: starting one costs 0.2 s)."""
-    server.recover()
-    server.accepted.clear()
-    server.requests = 0
-    return server
 
 
 @pytest.fixture

@@ -4,15 +4,14 @@ answers becomes accepted, transient or permanent."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from tests.fakes.mailgun import API_KEY, DOMAIN, FakeMailgun
-from tidings.delivery.mime import MessageContent, MessageHeaders, build_message, message_id
+from tests.transports.api_messages import api_message, outcomes
 from tidings.transports import mailgun
-from tidings.transports.base import Outcome, OutgoingMessage, SendResult
+from tidings.transports.base import Outcome, OutgoingMessage
 from tidings.transports.mailgun import MailgunTransport
 
 SENDER = "bounces@news.example.com"
@@ -21,20 +20,14 @@ TIMEOUT = 0.5  # seconds: a hang fails the test at once
 
 def message(i: int, to: str | None = None) -> OutgoingMessage:
     """A newsletter for reader i, as the outbox hands it over: bytes and parts."""
-    headers = MessageHeaders(
-        from_address="news@example.com",
-        from_name="Weekly News",
-        to_address=to or f"reader{i}@example.org",
+    return api_message(
+        i,
+        to=to,
         subject=f"Issue {i}: “quotes” & {{braces}}",
-        message_id=message_id(i, "news.example.com"),
-        date=datetime(2025, 3, 1, 9, 0, tzinfo=UTC),
+        sender=SENDER,
         list_unsubscribe_url=f"https://news.example.com/u/{i}",
         list_unsubscribe_mailto=f"mailto:unsubscribe+{i}@news.example.com",
     )
-    text, html = f"Hello reader {i}.\n", f"<p>Hello reader {i}.</p>\n"
-    data = build_message(headers, text, html)
-    content = MessageContent(headers, text, html)
-    return OutgoingMessage(i, SENDER, headers.to_address, data, content)
 
 
 @pytest.fixture(scope="module")
@@ -44,24 +37,11 @@ def server() -> Iterator[FakeMailgun]:
 
 
 @pytest.fixture
-def fake(server: FakeMailgun) -> FakeMailgun:
-    """The module's fake as new (one server for the module: starting one costs 0.2 s)."""
-    server.recover()
-    server.accepted.clear()
-    server.requests = 0
-    return server
-
-
-@pytest.fixture
 async def transport(fake: FakeMailgun) -> AsyncIterator[MailgunTransport]:
     settings = {"domain": DOMAIN, "base_url": fake.url}
     sender = mailgun.from_provider(settings, {"api_key": API_KEY}, TIMEOUT)
     yield sender
     await sender.close()
-
-
-def outcomes(results: Sequence[SendResult]) -> list[Outcome]:
-    return [r.outcome for r in results]
 
 
 async def test_a_message_arrives_byte_for_byte_with_its_delivery_id(

@@ -3,7 +3,6 @@ what arrives, how a batch is cut, per-message ErrorCodes, and how each failure i
 
 from __future__ import annotations
 
-import datetime
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -12,12 +11,11 @@ import httpx
 import pytest
 
 from tests.fakes.postmark import FakePostmark
-from tidings.delivery.mime import MessageContent, MessageHeaders, build_message, message_id
+from tests.transports.api_messages import outcomes, send_and_close, this_week
 from tidings.transports import postmark
 from tidings.transports.base import Outcome, OutgoingMessage, SendResult
 from tidings.transports.postmark import PostmarkTransport
 
-DATE = datetime.datetime(2025, 3, 3, 9, 0, tzinfo=datetime.UTC)
 INACTIVE = "bounced@example.org"
 
 
@@ -25,21 +23,8 @@ def message(
     i: int, *, recipient: str | None = None, from_name: str = "Weekly News"
 ) -> OutgoingMessage:
     """Delivery ``i``, rendered for its recipient (its own body, unsubscribe link, Message-ID)."""
-    to = recipient or f"reader{i}@example.org"
-    headers = MessageHeaders(
-        from_address="news@example.com",
-        from_name=from_name,
-        to_address=to,
-        subject="This week",
-        message_id=message_id(i, "example.com"),
-        date=DATE,
-        reply_to="editor@example.com",
-        list_unsubscribe_url=f"https://news.example.com/unsubscribe/{i}",
-        list_id="Weekly news <weekly.example.com>",
-    )
     text, html = f"Hello, reader {i}.", f"<p>Hello, reader {i}.</p>"
-    data = build_message(headers, text, html)
-    return OutgoingMessage(i, "bounces@example.com", to, data, MessageContent(headers, text, html))
+    return this_week(i, to=recipient, from_name=from_name, text=text, html=html)
 
 
 @pytest.fixture
@@ -53,15 +38,7 @@ async def send(
 ) -> list[SendResult]:
     options.setdefault("server_token", fake.server_token)
     options.setdefault("timeout", 5.0)
-    transport = PostmarkTransport(base_url=fake.url, **options)
-    try:
-        return await transport.send(batch)
-    finally:
-        await transport.close()
-
-
-def outcomes(results: Sequence[SendResult]) -> list[Outcome]:
-    return [r.outcome for r in results]
+    return await send_and_close(PostmarkTransport(base_url=fake.url, **options), batch)
 
 
 async def test_a_message_arrives_with_its_fields_headers_stream_and_delivery_id(

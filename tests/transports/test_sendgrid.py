@@ -3,7 +3,6 @@ socket: what arrives, how a batch becomes requests, and how each failure is clas
 
 from __future__ import annotations
 
-import datetime
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -12,34 +11,21 @@ import httpx
 import pytest
 
 from tests.fakes.sendgrid import FakeSendGrid
-from tidings.delivery.mime import MessageContent, MessageHeaders, build_message, message_id
+from tests.transports.api_messages import outcomes, send_and_close, this_week
 from tidings.transports import sendgrid
 from tidings.transports.base import Outcome, OutgoingMessage, SendResult
 from tidings.transports.sendgrid import SendGridTransport
 
-DATE = datetime.datetime(2025, 3, 3, 9, 0, tzinfo=datetime.UTC)
-
 
 def message(
-    i: int, *, recipient: str | None = None, text: str = "Hello, reader.", html: str | None = ""
+    i: int,
+    *,
+    recipient: str | None = None,
+    text: str = "Hello, reader.",
+    html: str | None = "<p>Hello, reader.</p>",
 ) -> OutgoingMessage:
     """Delivery ``i``: the same parts for every ``i`` unless told, its own headers."""
-    to = recipient or f"reader{i}@example.org"
-    headers = MessageHeaders(
-        from_address="news@example.com",
-        from_name="Weekly News",
-        to_address=to,
-        subject="This week",
-        message_id=message_id(i, "example.com"),
-        date=DATE,
-        reply_to="editor@example.com",
-        list_unsubscribe_url=f"https://news.example.com/unsubscribe/{i}",
-        list_id="Weekly news <weekly.example.com>",
-    )
-    body_html = "<p>Hello, reader.</p>" if html == "" else html
-    data = build_message(headers, text, body_html)
-    content = MessageContent(headers, text, body_html)
-    return OutgoingMessage(i, "bounces@example.com", to, data, content)
+    return this_week(i, to=recipient, text=text, html=html)
 
 
 def personalized(i: int) -> OutgoingMessage:
@@ -57,15 +43,7 @@ async def send(
 ) -> list[SendResult]:
     options.setdefault("api_key", fake.api_key)
     options.setdefault("timeout", 5.0)
-    transport = SendGridTransport(base_url=fake.url, **options)
-    try:
-        return await transport.send(batch)
-    finally:
-        await transport.close()
-
-
-def outcomes(results: Sequence[SendResult]) -> list[Outcome]:
-    return [r.outcome for r in results]
+    return await send_and_close(SendGridTransport(base_url=fake.url, **options), batch)
 
 
 async def test_a_message_arrives_with_its_parts_headers_and_delivery_id(fake: FakeSendGrid) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import string
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,8 +26,9 @@ from moto.server import ThreadedMotoServer
 
 from tests.fakes.ses import FakeSes
 from tests.live_server import free_port
+from tests.transports.api_messages import outcomes, send_and_close
 from tidings.transports import ses
-from tidings.transports.base import Outcome, OutgoingMessage, SendResult
+from tidings.transports.base import Outcome, OutgoingMessage
 from tidings.transports.ses import AwsCredentials, SesTransport, without_our_dkim
 
 REGION = "eu-west-1"
@@ -44,17 +45,6 @@ def message(i: int, recipient: str | None = None, sender: str = SENDER) -> Outgo
         f"Message-ID: <{i}.delivery@example.com>\r\n\r\nHello reader {i}.\r\n"
     ).encode()
     return OutgoingMessage(delivery_id=i, sender=sender, recipient=to, data=data)
-
-
-def outcomes(results: Sequence[SendResult]) -> list[Outcome]:
-    return [r.outcome for r in results]
-
-
-async def send_once(transport: SesTransport, batch: Sequence[OutgoingMessage]) -> list[SendResult]:
-    try:
-        return await transport.send(batch)
-    finally:
-        await transport.close()
 
 
 # The signer, with botocore as its oracle --------------------------------------------------------
@@ -187,7 +177,7 @@ async def test_a_message_reaches_moto_raw_for_its_recipient_with_the_ses_message
     moto: Moto,
 ) -> None:
     sent = message(1, "first@example.org")
-    [result] = await send_once(moto.transport(), [sent])
+    [result] = await send_and_close(moto.transport(), [sent])
     assert result.outcome == Outcome.accepted, result.detail
     assert result.provider_message_id is not None
     stored = moto.raw_messages()[result.provider_message_id]
@@ -200,7 +190,7 @@ async def test_a_batch_of_60_is_60_send_email_calls_each_result_in_batch_order(
     moto: Moto,
 ) -> None:
     batch = [message(i, f"batch{i}@example.org") for i in range(60)]
-    results = await send_once(moto.transport(), batch)
+    results = await send_and_close(moto.transport(), batch)
     assert [r.delivery_id for r in results] == list(range(60))
     assert set(outcomes(results)) == {Outcome.accepted}
     stored = moto.raw_messages()
@@ -214,7 +204,7 @@ async def test_a_batch_of_60_is_60_send_email_calls_each_result_in_batch_order(
 
 async def test_an_unverified_sender_is_message_rejected_and_permanent_alone(moto: Moto) -> None:
     batch = [message(1), message(2, sender="news@unverified.test"), message(3)]
-    results = await send_once(moto.transport(), batch)
+    results = await send_and_close(moto.transport(), batch)
     assert outcomes(results) == [Outcome.accepted, Outcome.permanent, Outcome.accepted]
     assert results[1].detail.startswith("400 MessageRejected: Did not have authority")
     assert results[1].retry_after is None
@@ -222,7 +212,7 @@ async def test_an_unverified_sender_is_message_rejected_and_permanent_alone(moto
 
 async def test_a_wrong_secret_key_fails_moto_signature_check_permanently(moto: Moto) -> None:
     wrong = AwsCredentials(moto.sender.access_key_id, "not-the-secret-key")
-    [result] = await send_once(moto.transport(wrong), [message(1)])
+    [result] = await send_and_close(moto.transport(wrong), [message(1)])
     assert result.outcome == Outcome.permanent
     assert result.detail.startswith("403 SignatureDoesNotMatch")
     assert "not-the-secret-key" not in result.detail
@@ -230,13 +220,13 @@ async def test_a_wrong_secret_key_fails_moto_signature_check_permanently(moto: M
 
 async def test_an_unknown_access_key_is_permanent(moto: Moto) -> None:
     unknown = AwsCredentials("AKIAUNKNOWNKEY000000", "whatever")
-    [result] = await send_once(moto.transport(unknown), [message(1)])
+    [result] = await send_and_close(moto.transport(unknown), [message(1)])
     assert result.outcome == Outcome.permanent
     assert result.detail.startswith("403 InvalidClientTokenId")
 
 
 async def test_a_user_without_ses_send_permission_is_denied_permanently(moto: Moto) -> None:
-    [result] = await send_once(moto.transport(moto.reader), [message(1)])
+    [result] = await send_and_close(moto.transport(moto.reader), [message(1)])
     assert result.outcome == Outcome.permanent
     assert result.detail.startswith("403 AccessDenied")
 
@@ -267,7 +257,7 @@ async def test_the_payload_carries_raw_mime_sender_tag_and_configuration_set(
 ) -> None:
     sent = message(7, "payload@example.org")
     transport = fake_transport(fake, configuration_set="newsletters")
-    [result] = await send_once(transport, [sent])
+    [result] = await send_and_close(transport, [sent])
     assert result.outcome == Outcome.accepted, result.detail
     [accepted] = [a for a in fake.accepted if a.recipient == "payload@example.org"]
     assert accepted.message_id == result.provider_message_id
@@ -281,7 +271,7 @@ async def test_the_payload_carries_raw_mime_sender_tag_and_configuration_set(
 
 async def test_throttling_is_transient_and_keeps_ses_retry_after(fake: FakeSes) -> None:
     fake.reject_next("TooManyRequestsException", 429, retry_after="7")
-    [result] = await send_once(fake_transport(fake), [message(1)])
+    [result] = await send_and_close(fake_transport(fake), [message(1)])
     assert (result.outcome, result.retry_after) == (Outcome.transient, 7.0)
     assert result.detail == "429 TooManyRequestsException: injected TooManyRequestsException"
 
@@ -300,7 +290,7 @@ async def test_service_and_account_wide_errors_are_transient(
     fake: FakeSes, error_type: str, status: int
 ) -> None:
     fake.reject_next(error_type, status)
-    [result] = await send_once(fake_transport(fake), [message(1)])
+    [result] = await send_and_close(fake_transport(fake), [message(1)])
     assert result.outcome == Outcome.transient
     assert result.detail.startswith(f"{status} {error_type}: ")
 
@@ -321,14 +311,14 @@ async def test_message_and_credential_errors_are_permanent(
     fake: FakeSes, error_type: str, status: int
 ) -> None:
     fake.reject_next(error_type, status, retry_after="5")
-    [result] = await send_once(fake_transport(fake), [message(1)])
+    [result] = await send_and_close(fake_transport(fake), [message(1)])
     assert (result.outcome, result.retry_after) == (Outcome.permanent, None)
     assert result.detail.startswith(f"{status} {error_type}: ")
 
 
 async def test_an_error_type_given_only_in_the_body_is_read_there(fake: FakeSes) -> None:
     fake.reject_next("com.amazonaws.sesv2#SendingPausedException", 400, type_in_body=True)
-    [result] = await send_once(fake_transport(fake), [message(1)])
+    [result] = await send_and_close(fake_transport(fake), [message(1)])
     assert result.outcome == Outcome.transient
     assert result.detail.startswith("400 SendingPausedException: ")
 
@@ -337,20 +327,20 @@ async def test_an_untyped_5xx_is_transient_and_an_untyped_400_permanent(fake: Fa
     fake.fail_next(502)
     fake.fail_next(400)
     transport = fake_transport(fake, concurrency=1)
-    results = await send_once(transport, [message(1), message(2)])
+    results = await send_and_close(transport, [message(1), message(2)])
     assert outcomes(results) == [Outcome.transient, Outcome.permanent]
 
 
 async def test_no_answer_within_the_timeout_is_transient(fake: FakeSes) -> None:
     fake.fail_next(200, delay=1.0)
-    [result] = await send_once(fake_transport(fake, timeout=0.2), [message(1)])
+    [result] = await send_and_close(fake_transport(fake, timeout=0.2), [message(1)])
     assert result.outcome == Outcome.transient
     assert result.detail == "no answer from 127.0.0.1 within 0.2 s"
 
 
 async def test_an_unknown_configuration_set_is_permanent(fake: FakeSes) -> None:
     transport = fake_transport(fake, configuration_set="no-such-set")
-    [result] = await send_once(transport, [message(1)])
+    [result] = await send_and_close(transport, [message(1)])
     assert result.outcome == Outcome.permanent
     assert result.detail == "404 NotFoundException: no-such-set does not exist"
 
@@ -358,7 +348,7 @@ async def test_an_unknown_configuration_set_is_permanent(fake: FakeSes) -> None:
 async def test_a_wrong_secret_is_refused_by_the_fake_in_ses_terms(fake: FakeSes) -> None:
     wrong = AwsCredentials(CREDENTIALS.access_key_id, "wrong-secret")
     transport = SesTransport(credentials=wrong, region=REGION, endpoint_url=fake.url)
-    [result] = await send_once(transport, [message(1)])
+    [result] = await send_and_close(transport, [message(1)])
     assert result.outcome == Outcome.permanent
     assert result.detail == "403 InvalidSignatureException: signature does not match"
 
@@ -366,7 +356,7 @@ async def test_a_wrong_secret_is_refused_by_the_fake_in_ses_terms(fake: FakeSes)
 async def test_a_clock_20_minutes_off_gets_an_expired_signature(fake: FakeSes) -> None:
     late = datetime.now(UTC) - timedelta(minutes=20)
     transport = fake_transport(fake, clock=lambda: late)
-    [result] = await send_once(transport, [message(1)])
+    [result] = await send_and_close(transport, [message(1)])
     assert result.outcome == Outcome.permanent
     assert result.detail == "403 InvalidSignatureException: Signature expired"
 
@@ -382,7 +372,7 @@ async def test_each_request_is_signed_when_it_leaves_not_when_it_is_built(
 
     fake.fail_next(200, delay=0.3)  # holds the first request while the second waits for a slot
     transport = fake_transport(fake, concurrency=1, clock=clock)
-    results = await send_once(transport, [message(1), message(2)])
+    results = await send_and_close(transport, [message(1), message(2)])
     assert outcomes(results) == [Outcome.accepted, Outcome.accepted]
     assert signed_at[1] - signed_at[0] >= timedelta(seconds=0.25)
 

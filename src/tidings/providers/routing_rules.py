@@ -14,7 +14,7 @@ from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tidings.db.errors import flush_unique
-from tidings.db.ids import MAX_ID
+from tidings.db.ids import get_by_id_or_name
 from tidings.errors import Conflict, NotFound, RuleViolation
 from tidings.providers.models import Provider, RoutingRule
 from tidings.providers.routing_schemas import RoutingRuleCreate, RoutingRuleUpdate
@@ -32,13 +32,9 @@ class DuplicateRoutingRule(Conflict):
 
 async def get_rule(session: AsyncSession, ref: str | int) -> RoutingRule:
     """By numeric id or by name."""
-    text = str(ref)
-    if text.isascii() and text.isdigit():
-        found = await session.get(RoutingRule, int(text)) if 0 < int(text) <= MAX_ID else None
-    else:
-        found = await session.scalar(select(RoutingRule).where(RoutingRule.name == text))
+    found = await get_by_id_or_name(session, RoutingRule, RoutingRule.name, ref)
     if found is None:
-        raise RoutingRuleNotFound(f"no routing rule {text!r}")
+        raise RoutingRuleNotFound(f"no routing rule {str(ref)!r}")
     return found
 
 

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tidings.db.errors import flush_unique
-from tidings.db.ids import MAX_ID
+from tidings.db.ids import get_by_id_or_name
 from tidings.errors import Conflict, NotFound, RuleViolation
 from tidings.providers.models import Provider, ProviderKind, ProviderState
 from tidings.providers.schemas import KINDS, ProviderCreate, ProviderUpdate, stored_plan
@@ -120,13 +120,9 @@ async def describe_one(session: AsyncSession, provider: Provider) -> dict[str, A
 
 async def get_provider(session: AsyncSession, ref: str | int) -> Provider:
     """By numeric id or by name."""
-    text = str(ref)
-    if text.isascii() and text.isdigit():
-        found = await session.get(Provider, int(text)) if 0 < int(text) <= MAX_ID else None
-    else:
-        found = await session.scalar(select(Provider).where(Provider.name == text))
+    found = await get_by_id_or_name(session, Provider, Provider.name, ref)
     if found is None:
-        raise ProviderNotFound(f"no provider {text!r}")
+        raise ProviderNotFound(f"no provider {str(ref)!r}")
     return found
 
 

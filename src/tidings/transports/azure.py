@@ -191,9 +191,9 @@ class AzureEmailTransport(HttpTransport):
         retry_after = retry_after_seconds(response) if outcome == Outcome.transient else None
         return [SendResult(delivery_id, outcome, error_detail(response), retry_after=retry_after)]
 
-    async def _send_chunk(self, chunk: Sequence[OutgoingMessage]) -> list[SendResult]:
+    async def send_chunk(self, chunk: Sequence[OutgoingMessage]) -> list[SendResult]:
         """The base sends; a message Azure took is then followed to the end of its operation."""
-        results = await super()._send_chunk(chunk)
+        results = await super().send_chunk(chunk)
         return [await self._settled(result) for result in results]
 
     # Following an operation ------------------------------------------------------------------
@@ -255,7 +255,7 @@ class AzureEmailTransport(HttpTransport):
     async def _poll(self, status_url: str) -> httpx.Response | None:
         """One signed GET of the status URL; None when it did not answer in time."""
         request = self._signed(self.client.build_request("GET", status_url))
-        async with self._slots:
+        async with self.slots:
             try:
                 return await self.client.send(request)
             except httpx.HTTPError:

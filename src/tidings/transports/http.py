@@ -83,15 +83,28 @@ class HttpTransport:
             follow_redirects=False,
         )
         self._timeout = timeout
-        self._slots = asyncio.Semaphore(concurrency)
+        self.slots = asyncio.Semaphore(concurrency)
 
     async def send(self, batch: Sequence[OutgoingMessage]) -> list[SendResult]:
-        chunks = [batch[i : i + self.chunk_size] for i in range(0, len(batch), self.chunk_size)]
-        answers = await asyncio.gather(*(self._send_chunk(chunk) for chunk in chunks))
-        return [result for answer in answers for result in answer]
+        groups = self.requests_of(batch)
+        answers = await asyncio.gather(
+            *(self.send_chunk([batch[i] for i in group]) for group in groups)
+        )
+        by_index = {
+            index: result
+            for group, answer in zip(groups, answers, strict=True)
+            for index, result in zip(group, answer, strict=True)
+        }
+        return [by_index[index] for index in range(len(batch))]
 
     async def close(self) -> None:
         await self.client.aclose()
+
+    def requests_of(self, batch: Sequence[OutgoingMessage]) -> list[list[int]]:
+        """Which messages (by position in the batch) share each request: by default the batch
+        in order, ``chunk_size`` at a time."""
+        size = self.chunk_size
+        return [list(range(i, min(i + size, len(batch)))) for i in range(0, len(batch), size)]
 
     def build_request(self, chunk: Sequence[OutgoingMessage]) -> httpx.Request:
         """One API request carrying every message of the chunk."""
@@ -104,12 +117,13 @@ class HttpTransport:
         all of them; providers that answer per message override this."""
         return same_result(chunk, response)
 
-    async def _send_chunk(self, chunk: Sequence[OutgoingMessage]) -> list[SendResult]:
+    async def send_chunk(self, chunk: Sequence[OutgoingMessage]) -> list[SendResult]:
+        """One request for the chunk, its answer read; never raises for a message."""
         try:
             request = self.build_request(chunk)
         except UnsupportedFeature as exc:
             return [SendResult(m.delivery_id, Outcome.permanent, str(exc)) for m in chunk]
-        async with self._slots:
+        async with self.slots:
             try:
                 response = await self.client.send(request)
             except httpx.TimeoutException:

@@ -4,7 +4,6 @@ its recipient, its headers and its delivery id; every other message goes in a re
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
 from collections.abc import Hashable, Mapping, Sequence
@@ -52,22 +51,12 @@ class SendGridTransport(HttpTransport):
         # On the client, so that it is never part of anything we build a detail or a log from.
         self.client.headers["Authorization"] = f"Bearer {api_key}"
 
-    async def send(self, batch: Sequence[OutgoingMessage]) -> list[SendResult]:
-        """The base cuts a batch in order; here the requests follow content groups instead,
-        and the results are put back in batch order."""
-        groups = requests_of(batch, self.chunk_size)
-        answers = await asyncio.gather(
-            *(self._send_chunk([batch[i] for i in group]) for group in groups)
-        )
-        by_index = {
-            index: result
-            for group, answer in zip(groups, answers, strict=True)
-            for index, result in zip(group, answer, strict=True)
-        }
-        return [by_index[index] for index in range(len(batch))]
+    def requests_of(self, batch: Sequence[OutgoingMessage]) -> list[list[int]]:
+        """Requests follow content groups (see ``content_groups``), not the batch's order."""
+        return content_groups(batch, self.chunk_size)
 
     def build_request(self, chunk: Sequence[OutgoingMessage]) -> httpx.Request:
-        """Every message of the chunk has the same parts (``requests_of`` made it so): the
+        """Every message of the chunk has the same parts (``content_groups`` made it so): the
         first one gives the shared fields."""
         shared = content_of(chunk[0])
         body: dict[str, Any] = {
@@ -97,7 +86,7 @@ class SendGridTransport(HttpTransport):
         return results
 
 
-def requests_of(batch: Sequence[OutgoingMessage], size: int) -> list[list[int]]:
+def content_groups(batch: Sequence[OutgoingMessage], size: int) -> list[list[int]]:
     """The batch as requests: positions of messages with the same parts, ``size`` at most."""
     groups: dict[Hashable, list[int]] = {}
     for index, message in enumerate(batch):
