@@ -65,7 +65,8 @@ async def test_three_workers_share_one_providers_limit(
         print(f"\n3 workers, {LIMIT}/s: busiest second {busiest}, {RECIPIENTS} in {took:.1f} s")
         received = Counter(fake.recipients())
     assert sorted(received) == sorted(addresses) and set(received.values()) == {1}
-    # 50 a second, plus the pace's burst (0.1 s: 5) and grants whose requests arrive late
-    # (a grant is at most 6 here; measured: 57 to 59 on 2 shared cores).
-    assert busiest <= LIMIT + 15
+    # 50 a second, plus the pace's burst (0.1 s: 5), plus requests granted in one second that
+    # arrive in the next (a worker's event loop held up by the CPU). Measured on 2 shared
+    # cores: 57 to 59 alone, 67 with another test run beside it.
+    assert busiest <= LIMIT + 20
     assert took >= (RECIPIENTS - LIMIT) / LIMIT * 0.95  # the fleet, not each worker, got 50/s

@@ -21,7 +21,7 @@ from sqlalchemy import select
 from tidings.db.engine import Database
 from tidings.db.types import utcnow
 from tidings.delivery.circuit import BreakerPolicy, CircuitBreaker, CircuitState
-from tidings.delivery.provider_stats import window_totals
+from tidings.delivery.provider_stats import counter_totals
 from tidings.delivery.quota import Limits
 from tidings.delivery.routing import Candidate, Router, Rule
 from tidings.delivery.warming import WarmingPlan
@@ -100,7 +100,7 @@ class ProviderPool:
                 )
             )
             rules = list(await session.scalars(select(RoutingRule).where(RoutingRule.enabled)))
-            reputations = await window_totals(
+            reputations = await counter_totals(
                 session, utcnow() - timedelta(days=1), [p.id for p in providers]
             )
         lanes = {}

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -138,6 +138,31 @@ async def window_totals(
     return totals
 
 
+async def counter_totals(
+    session: AsyncSession, since: datetime, provider_ids: Iterable[int]
+) -> dict[int, Tally]:
+    """The counters alone (no latency), summed by the database: what routing's reputations and
+    warming's daily decision need, read every few seconds by every worker."""
+    ids = list(provider_ids)
+    if not ids:
+        return {}
+    sums = [func.sum(getattr(ProviderStats, name)) for name in COUNTERS]
+    rows = await session.execute(
+        select(ProviderStats.provider_id, *sums)
+        .where(
+            ProviderStats.minute >= since.replace(second=0, microsecond=0),
+            ProviderStats.provider_id.in_(ids),
+        )
+        .group_by(ProviderStats.provider_id)
+    )
+    totals: dict[int, Tally] = {}
+    for provider_id, *values in rows:
+        tally = totals[provider_id] = Tally()
+        for name, value in zip(COUNTERS, values, strict=True):
+            setattr(tally, name, int(value or 0))
+    return totals
+
+
 async def last_day(session: AsyncSession, provider_id: int, now: datetime) -> Tally:
-    totals = await window_totals(session, now - timedelta(days=1), [provider_id])
+    totals = await counter_totals(session, now - timedelta(days=1), [provider_id])
     return totals.get(provider_id, Tally())
