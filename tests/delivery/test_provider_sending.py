@@ -246,3 +246,23 @@ async def test_mail_from_a_domain_no_provider_sends_for_fails_with_the_reason(
     rows = await deliveries(db, run_id)
     assert {(d.status, d.route) for d in rows} == {("failed", "unrouted")}
     assert "no enabled provider sends mail from news.example.com" in (rows[0].error or "")
+
+
+async def test_a_message_composed_without_parts_is_composed_again_for_an_api_provider(
+    client: httpx.AsyncClient, db: Runtime
+) -> None:
+    addresses = await fill_subscribers(db, 5)
+    _, run_id = await send_campaign(client, db)
+    worker = provider_worker(db)
+    batch = await worker._claim_and_compose()  # no provider yet: MIME bytes only
+    assert batch is not None and all(m.content is None for m in batch.messages)
+    with FakeHttpApi() as api:
+        await add_api_provider(db, "api", api)  # takes parts, not MIME
+        await worker.pool.refresh(force=True)
+        await worker._deliver(batch)
+        assert api.recipients() == []
+        assert {d.status for d in await deliveries(db, run_id)} == {"queued"}  # not failed
+        await _make_due(db, run_id)
+        await drain(worker)
+        assert sorted(api.recipients()) == sorted(addresses)
+        assert all(body["subject"] == "Hello Person" for body in api.bodies())

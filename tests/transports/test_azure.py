@@ -170,12 +170,12 @@ async def test_failed_operation_is_permanent_with_azures_error(fake: FakeAzureEm
     assert results[1].provider_message_id in fake.operations
 
 
-async def test_message_without_parts_is_permanent(fake: FakeAzureEmail) -> None:
+async def test_a_message_composed_without_parts_is_transient(fake: FakeAzureEmail) -> None:
     bare = OutgoingMessage(1, "bounces@example.com", "reader1@example.org", b"raw MIME")
 
     [result] = await send(transport(fake), bare)
 
-    assert result.outcome == Outcome.permanent
+    assert result.outcome == Outcome.transient  # for another provider, or composed again
     assert "parts" in result.detail
     assert fake.requests == 0
 

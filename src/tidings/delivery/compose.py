@@ -113,8 +113,10 @@ class Composer:
         self._contents: dict[int, tuple[datetime, RunContent]] = {}
 
     async def prepare(
-        self, session: AsyncSession, claimed: list[Claimed], now: datetime
+        self, session: AsyncSession, claimed: list[Claimed], now: datetime, parts: bool = False
     ) -> PreparedBatch:
+        """The batch's messages; with ``parts``, each also keeps its parts (for APIs that take
+        them: held for every message of the batches in flight, they cost memory)."""
         recipients = await load_recipients(session, {c.subscriber_id for c in claimed})
         contents = await self._run_contents(session, {c.run_id for c in claimed})
         batch = PreparedBatch(claimed, [], [], {c.id: c for c in claimed}, {})
@@ -128,7 +130,7 @@ class Composer:
                 batch.decided.append(Outcome(delivery, DeliveryStatus.suppressed, reason))
                 continue
             try:
-                message = self.compose(content, delivery, recipient, now)
+                message = self.compose(content, delivery, recipient, now, parts)
             except TemplateProblem as exc:
                 batch.decided.append(Outcome(delivery, DeliveryStatus.failed, str(exc)))
                 continue
@@ -143,7 +145,12 @@ class Composer:
         return batch
 
     def compose(
-        self, content: RunContent, delivery: Claimed, recipient: Recipient, now: datetime
+        self,
+        content: RunContent,
+        delivery: Claimed,
+        recipient: Recipient,
+        now: datetime,
+        parts: bool = False,
     ) -> OutgoingMessage:
         """One recipient's message; raises TemplateProblem when it cannot be rendered."""
         if content.compiled is None or content.channel != Channel.email.value:
@@ -178,11 +185,11 @@ class Composer:
             list_id=content.list_id,
             feedback_id=content.feedback_id,
         )
-        parts = MessageContent(headers, rendered.text, rendered.html)
         data = build_message(headers, rendered.text, rendered.html)
         if content.signer is not None:
             data = content.signer.sign(data, now=int(now.timestamp()))
-        return OutgoingMessage(delivery.id, content.envelope_sender, recipient.email, data, parts)
+        kept = MessageContent(headers, rendered.text, rendered.html) if parts else None
+        return OutgoingMessage(delivery.id, content.envelope_sender, recipient.email, data, kept)
 
     def _unsubscribe_mailto(self, token: str) -> str | None:
         address = self._identity.unsubscribe_mailto

@@ -145,6 +145,7 @@ class Dispatcher:
         self, lane: Lane, items: list[tuple[Pending, Route]], report: Dispatched
     ) -> list[Pending]:
         """Send what the lane's breaker and quota allow; returns the messages to place again."""
+        items, unfit = _fit_for(lane, items)
         allowed = min(len(items), lane.breaker.available())
         if lane.id != FALLBACK_ID:
             allowed = min(allowed, self.chunk)
@@ -159,9 +160,9 @@ class Dispatcher:
                 take, rest = take[: grant.granted], take[grant.granted :] + rest
         lane.breaker.taken(len(take))
         if not take:
-            return [item for item, _ in rest]
+            return unfit + [item for item, _ in rest]
         retries = await self._send_through(lane, take, report)
-        return retries + [item for item, _ in rest]
+        return unfit + retries + [item for item, _ in rest]
 
     async def _send_through(
         self, lane: Lane, take: list[tuple[Pending, Route]], report: Dispatched
@@ -217,3 +218,21 @@ def _unserved(item: Pending) -> Finished:
     )
     result = SendResult(item.message.delivery_id, Outcome.permanent, detail)
     return Finished(result, None, "unrouted")
+
+
+def _fit_for(
+    lane: Lane, items: list[tuple[Pending, Route]]
+) -> tuple[list[tuple[Pending, Route]], list[Pending]]:
+    """The messages the lane can take, and those composed without the parts its provider needs
+    (a provider added since they were composed): those are not the provider's failure, they go
+    to another provider or are composed again for a retry."""
+    if not lane.transport.needs_parts:
+        return items, []
+    fit = [(item, route) for item, route in items if item.message.content is not None]
+    unfit = [(item, route) for item, route in items if item.message.content is None]
+    for item, route in unfit:
+        detail = f"composed without its parts, which {lane.name} needs: composed again next time"
+        result = SendResult(item.message.delivery_id, Outcome.transient, detail)
+        item.tried.add(lane.id)
+        item.last = Finished(result, lane.name, route.reason)
+    return fit, [item for item, _ in unfit]

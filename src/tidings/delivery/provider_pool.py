@@ -122,6 +122,11 @@ class ProviderPool:
         ] or [Candidate(FALLBACK_ID, self._fallback.name)]  # fmt: skip
         self.router = Router(candidates, [_rule(r) for r in rules], self._rng)
 
+    @property
+    def needs_parts(self) -> bool:
+        """Does some provider take a message's parts rather than its MIME bytes?"""
+        return any(lane.transport.needs_parts for lane in self.lanes.values())
+
     def next_change(self) -> float | None:
         """The next moment (monotonic) a lane that is not usable now may become usable."""
         mono = time.monotonic()

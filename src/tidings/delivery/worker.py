@@ -171,13 +171,15 @@ class DeliveryWorker:
 
     async def _claim_and_compose(self) -> PreparedBatch | None:
         options = self.options
+        await self.pool.refresh()  # the providers decide whether messages keep their parts
         async with self.database.sessions() as session:
             claimed = await claim_batch(
                 session, options.batch_size, options.lease_seconds, self.clock()
             )
             if not claimed:
                 return None
-            batch = await self.composer.prepare(session, claimed, self.clock())
+            parts = self.pool.needs_parts
+            batch = await self.composer.prepare(session, claimed, self.clock(), parts)
         self._unrecorded[id(batch)] = batch
         return batch
 

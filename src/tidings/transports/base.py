@@ -59,6 +59,9 @@ _ENHANCED_CODE = re.compile(r"\b[245]\.\d{1,3}\.\d{1,3}\b")
 
 class Transport(Protocol):
     name: str  # as recorded on deliveries ("smtp", "maildir", ...)
+    # Takes a message's parts (subject, bodies, headers: ``OutgoingMessage.content``) rather
+    # than its MIME bytes; messages are composed with their parts only when a transport does.
+    needs_parts: bool
 
     async def send(self, batch: Sequence[OutgoingMessage]) -> list[SendResult]:
         """Send every message of the batch; one result per message, in batch order."""

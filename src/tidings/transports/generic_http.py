@@ -65,6 +65,9 @@ PLACEHOLDERS: dict[str, Placeholder] = {
     "delivery_id": lambda m: str(m.delivery_id),
 }
 
+# What a message composed without its parts (only MIME bytes) still has.
+WITHOUT_PARTS = frozenset({"to", "raw_base64", "delivery_id"})
+
 _WHOLE_PLACEHOLDER = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 _KNOWN_INSIDE_TEXT = re.compile(r"\$(" + "|".join(sorted(PLACEHOLDERS, key=len)[::-1]) + r")\b")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an RFC 9110 token
@@ -159,6 +162,7 @@ class GenericHttpTransport(HttpTransport):
             _check_auth(auth_header, auth_value)
         self._template = parse_body_template(body_template)
         self._used = placeholders_in(self._template)
+        self.needs_parts = bool(self._used - WITHOUT_PARTS)
         super().__init__(timeout=timeout, concurrency=concurrency)
         self._url = url
         if auth_value:

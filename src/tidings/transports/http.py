@@ -28,6 +28,11 @@ class UnsupportedFeature(Exception):
     """The provider cannot send this message as asked; the message fails, nothing is dropped."""
 
 
+class PartsMissing(Exception):
+    """The message was composed without its parts (no provider needed them then): transient,
+    so that it goes to another provider, or is composed again with its parts."""
+
+
 def outcome_of_status(status: int) -> Outcome:
     """2xx accepted; 408, 425, 429 and 5xx transient; any other answer permanent (the request
     itself is wrong: bad credentials, a refused sender, an invalid address)."""
@@ -63,7 +68,7 @@ def describe_response(response: httpx.Response) -> str:
 def content_of(message: OutgoingMessage) -> MessageContent:
     """The message in parts, for APIs that build the MIME themselves."""
     if message.content is None:
-        raise UnsupportedFeature("this provider takes a message's parts, not only its MIME bytes")
+        raise PartsMissing("composed without its parts, which this provider needs: next time")
     return message.content
 
 
@@ -72,6 +77,7 @@ class HttpTransport:
 
     name = "http"
     chunk_size = 1  # messages per API request: the provider's documented batch limit
+    needs_parts = True  # most APIs build the MIME themselves; raw-MIME APIs say False
 
     def __init__(self, *, timeout: float = 30.0, concurrency: int = 8, base_url: str = "") -> None:
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -123,6 +129,8 @@ class HttpTransport:
             request = self.build_request(chunk)
         except UnsupportedFeature as exc:
             return [SendResult(m.delivery_id, Outcome.permanent, str(exc)) for m in chunk]
+        except PartsMissing as exc:
+            return [SendResult(m.delivery_id, Outcome.transient, str(exc)) for m in chunk]
         async with self.slots:
             try:
                 response = await self.client.send(request)

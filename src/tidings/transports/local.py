@@ -29,6 +29,7 @@ def write_to_maildir(root: Path, data: bytes, unique: str = "") -> Path:
 
 class MaildirTransport:
     name = "maildir"
+    needs_parts = False
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -53,6 +54,7 @@ class MaildirTransport:
 
 class ConsoleTransport:
     name = "console"
+    needs_parts = False
 
     async def send(self, batch: Sequence[OutgoingMessage]) -> list[SendResult]:
         for message in batch:

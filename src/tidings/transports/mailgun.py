@@ -33,6 +33,7 @@ class MailgunTransport(HttpTransport):
     """
 
     name = "mailgun"
+    needs_parts = False  # it takes our MIME as it is
     chunk_size = 1
 
     def __init__(

@@ -163,6 +163,7 @@ class SigV4(httpx.Auth):
 
 class SesTransport(HttpTransport):
     name = "ses"
+    needs_parts = False  # it takes our MIME as it is
     chunk_size = 1  # raw content goes one message per SendEmail call (see the module docstring)
 
     def __init__(

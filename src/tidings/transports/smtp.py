@@ -83,6 +83,7 @@ class SmtpTransport:
     """
 
     name = "smtp"
+    needs_parts = False
 
     def __init__(self, config: SmtpConfig) -> None:
         self._config = config
