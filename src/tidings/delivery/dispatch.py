@@ -100,7 +100,7 @@ class Dispatcher:
                   for lane, items in groups.items())
             )  # fmt: skip
             pending = waiting + [item for retry in retries for item in retry]
-            if report.calls > calls:
+            if report.calls > calls and time.monotonic() < deadline:
                 continue  # something went out: place the rest again at once
             wake = self.pool.next_change()
             if not pending or wake is None or wake >= deadline:

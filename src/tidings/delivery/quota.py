@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tidings.delivery.warming import WarmingPlan, todays_cap
 from tidings.providers.models import ProviderState, ProviderUsage
 
-PACE_BURST_SECONDS = 0.1
+PACE_BURST_SECONDS = 0.05
 PAUSED_RECHECK = timedelta(minutes=1)  # how often a paused provider is looked at again
 
 
