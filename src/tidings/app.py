@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -194,6 +194,21 @@ def _install_error_handlers(app: FastAPI) -> None:
         # constraint a client can break on its own is checked and named by the services.
         log.warning("http.integrity_conflict", path=_loggable_path(request.url.path))
         return _error(409, "the change conflicts with one made at the same time; retry", "conflict")
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    @app.exception_handler(ConnectionError)
+    async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # The database went away (restarted, failed over, dropped): not the client's fault and
+        # not a bug; a load balancer or client retries a 503.
+        log.error(
+            "http.database_unavailable",
+            path=_loggable_path(request.url.path),
+            error=type(exc).__name__,
+        )
+        response = _error(503, "the database is unavailable; retry shortly", "database_unavailable")
+        response.headers["Retry-After"] = "5"
+        return response
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:

@@ -14,6 +14,7 @@ from sqlalchemy import select, update
 from tests.delivery.support import fill_subscribers, send_campaign
 from tests.factories import post_created
 from tidings.campaigns.models import Delivery
+from tidings.app import create_app
 from tidings.config import Settings
 from tidings.db.engine import create_database
 from tidings.db.types import utcnow
@@ -297,6 +298,22 @@ async def test_status_is_down_when_the_database_is_unreachable(db: Runtime) -> N
     assert (report.status, report.database.reachable, report.queue) == ("down", False, None)
     assert report.database.dialect == "postgresql"
     assert "unreachable" in report.problems[0]
+
+
+async def test_over_http_an_unreachable_database_is_a_503_not_a_500(db: Runtime) -> None:
+    settings = Settings(database_url="postgresql+asyncpg://postgres@127.0.0.1:9/nowhere")
+    broken = Runtime(settings=settings, database=create_database(settings), cipher=db.cipher)
+    transport = httpx.ASGITransport(app=create_app(runtime=broken))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://tidings.test") as c:
+            c.headers["Authorization"] = "Bearer tdg_" + "x" * 43
+            for path in ("/system/status", "/subscribers/", "/providers"):
+                response = await c.get(path)
+                assert response.status_code == 503, (path, response.text)
+                assert response.json()["code"] == "database_unavailable"
+                assert response.headers["Retry-After"] == "5"
+    finally:
+        await broken.database.dispose()
 
 
 async def test_read_keys_see_the_reports_and_anonymous_callers_do_not(
