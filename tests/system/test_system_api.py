@@ -13,8 +13,8 @@ from sqlalchemy import select, update
 
 from tests.delivery.support import fill_subscribers, send_campaign
 from tests.factories import post_created
-from tidings.campaigns.models import Delivery
 from tidings.app import create_app
+from tidings.campaigns.models import Delivery
 from tidings.config import Settings
 from tidings.db.engine import create_database
 from tidings.db.types import utcnow
