@@ -57,6 +57,16 @@ async def test_minute_windows_start_again_on_the_clock(session: AsyncSession) ->
     assert (await acquire(session, limits, 50, T0 + timedelta(minutes=1))).granted == 10
 
 
+async def test_of_two_spent_limits_the_later_to_free_up_says_when_to_come_back(
+    session: AsyncSession,
+) -> None:
+    limits = Limits(await add_provider(session), per_minute=3, per_day=3)
+    assert (await acquire(session, limits, 3, T0)).granted == 3
+    spent = await acquire(session, limits, 1, T0 + timedelta(seconds=1))
+    assert (spent.granted, spent.limited_by) == (0, "per_day")
+    assert spent.retry_at == datetime(2026, 12, 2, tzinfo=UTC)  # not the next minute
+
+
 async def test_the_daily_cap_counts_in_the_providers_timezone(session: AsyncSession) -> None:
     zone = ZoneInfo("America/New_York")
     limits = Limits(await add_provider(session), per_day=100, timezone="America/New_York")

@@ -67,7 +67,10 @@ async def acquire(session: AsyncSession, limits: Limits, wanted: int, now: datet
     if state.paused_at is not None:
         await session.commit()
         return Grant(0, now + PAUSED_RECHECK, f"paused: {state.paused_reason}")
-    limited_by, (available, frees_at) = min(room.items(), key=lambda item: item[1][0])
+    # The tightest limit binds; of those equally tight, the one that frees up last.
+    limited_by, (available, frees_at) = min(
+        room.items(), key=lambda item: (item[1][0], -item[1][1].timestamp())
+    )
     granted = max(0, min(wanted, available))
     for period, window in _windows(limits, now).items():
         row = usage.get(period)
