@@ -9,7 +9,7 @@ import secrets
 import socket
 import time
 from collections import deque
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete
 from sqlalchemy.dialects import postgresql, sqlite
@@ -54,10 +54,6 @@ class Heartbeat:
             .values(id=self.id, host=self.host, pid=self.pid, started_at=self.started_at, **values)
             .on_conflict_do_update(index_elements=["id"], set_=values)
         )
-        cutoff = now.timestamp() - FORGET_AFTER_DAYS * 86400
-        await session.execute(
-            delete(WorkerBeat).where(
-                WorkerBeat.seen_at < datetime.fromtimestamp(cutoff, now.tzinfo)
-            )
-        )
+        forgotten = now - timedelta(days=FORGET_AFTER_DAYS)
+        await session.execute(delete(WorkerBeat).where(WorkerBeat.seen_at < forgotten))
         await session.commit()

@@ -58,16 +58,21 @@ class Lane:
         self.saturated_until = time.monotonic() + max(0.0, (until - now).total_seconds())
         self.saturated_at, self.saturated_by = until, limited_by
 
-    def free_at(self, now: datetime) -> datetime | None:
-        """When the lane may take mail again, if it cannot now."""
+    def blocked_until(self) -> float | None:
+        """When (monotonic) the lane may take mail again, if it cannot now: once its quota
+        frees up and its circuit may be tried again, whichever is later."""
         mono = time.monotonic()
-        ends = []
-        if self.saturated_until > mono and self.saturated_at is not None:
-            ends.append(self.saturated_at)  # the quota's own instant, not a converted one
-        opens = self.breaker.opens_at()
-        if opens is not None and opens > mono:
-            ends.append(now + timedelta(seconds=opens - mono))
+        ends = [t for t in (self.saturated_until, self.breaker.opens_at()) if t and t > mono]
         return max(ends, default=None)
+
+    def free_at(self, now: datetime) -> datetime | None:
+        """``blocked_until`` on the wall clock (the quota's own instant where it binds)."""
+        until = self.blocked_until()
+        if until is None:
+            return None
+        if until == self.saturated_until and self.saturated_at is not None:
+            return self.saturated_at
+        return now + timedelta(seconds=until - time.monotonic())
 
 
 class ProviderPool:
@@ -129,14 +134,8 @@ class ProviderPool:
 
     def next_change(self) -> float | None:
         """The next moment (monotonic) a lane that is not usable now may become usable."""
-        mono = time.monotonic()
-        moments = [
-            t
-            for lane in self.lanes.values()
-            for t in (lane.saturated_until, lane.breaker.opens_at())
-            if t is not None and t > mono
-        ]
-        return min(moments, default=None)
+        moments = [lane.blocked_until() for lane in self.lanes.values()]
+        return min((t for t in moments if t is not None), default=None)
 
     def earliest_free(self, tried: Iterable[int], now: datetime) -> tuple[datetime | None, str]:
         """When some provider not in ``tried`` may take mail again, and why it cannot now."""

@@ -63,7 +63,8 @@ async def acquire(session: AsyncSession, limits: Limits, wanted: int, now: datet
         return Grant(max(wanted, 0))
     state = await _locked_state(session, limits.provider_id)
     usage = await _usage(session, limits.provider_id)
-    room = await _room(session, limits, state, usage, now)  # a new warming day may pause
+    windows = _windows(limits, now)
+    room = await _room(session, limits, state, usage, windows, now)  # a new day may pause
     if state.paused_at is not None:
         await session.commit()
         return Grant(0, now + PAUSED_RECHECK, f"paused: {state.paused_reason}")
@@ -72,7 +73,7 @@ async def acquire(session: AsyncSession, limits: Limits, wanted: int, now: datet
         room.items(), key=lambda item: (item[1][0], -item[1][1].timestamp())
     )
     granted = max(0, min(wanted, available))
-    for period, window in _windows(limits, now).items():
+    for period, window in windows.items():
         row = usage.get(period)
         if row is None:
             session.add(ProviderUsage(provider_id=limits.provider_id, period=period,
@@ -127,6 +128,7 @@ async def _room(
     limits: Limits,
     state: ProviderState,
     usage: dict[str, ProviderUsage],
+    windows: dict[str, tuple[datetime, datetime]],
     now: datetime,
 ) -> dict[str, tuple[int, datetime]]:
     """Per limit: how many messages it allows now, and when it allows more."""
@@ -139,7 +141,6 @@ async def _room(
             int((PACE_BURST_SECONDS - ahead) / interval) + 1 if ahead <= PACE_BURST_SECONDS else 0
         )
         room["per_second"] = (max(0, allowed), now)  # when more: see acquire
-    windows = _windows(limits, now)
     day_limit, day_name = limits.per_day, "per_day"
     if limits.warming is not None:
         cap = await todays_cap(
