@@ -10,6 +10,11 @@ Each claim counts an attempt. Results are recorded only for the attempt that was
 row's ``attempts`` still equals the claimed one), so a worker that outlived its lease cannot
 overwrite what the worker that took over recorded. On PostgreSQL all results of a batch and the
 run's progress counters are written by one statement.
+
+Renewing a batch's lease and recording its results can run at once (a worker renews every
+batch it holds while one of them is being recorded). Both first lock the batch's rows in id
+order, so they queue behind each other instead of deadlocking: a deadlock that aborted the
+record would leave a sent batch to be sent again when its lease ends.
 """
 
 from __future__ import annotations
@@ -92,6 +97,7 @@ async def record_outcomes(
     """Write every outcome of a batch and advance the runs' progress counters. Commits."""
     if outcomes:
         if session.get_bind().dialect.name == "postgresql":
+            await _lock_in_order(session, [o.delivery.id for o in outcomes])
             await _record_postgresql(session, outcomes, now)
         else:
             await _record_each(session, outcomes, now)
@@ -100,6 +106,7 @@ async def record_outcomes(
 
 async def release(session: AsyncSession, claimed: Sequence[Claimed], now: datetime) -> None:
     """Give unsent deliveries back (a graceful shutdown): queued, due now, attempt not counted."""
+    await _lock_in_order(session, [d.id for d in claimed])
     for attempts, ids in _by_attempt(claimed).items():
         await session.execute(
             update(Delivery)
@@ -125,6 +132,7 @@ async def renew(
     """
     lease_end = now + timedelta(seconds=lease_seconds)
     held: set[int] = set()
+    await _lock_in_order(session, [d.id for d in claimed])
     for attempts, ids in _by_attempt(claimed).items():
         rows = await session.execute(
             update(Delivery)
@@ -135,6 +143,14 @@ async def renew(
         held.update(rows.scalars())
     await session.commit()
     return held
+
+
+async def _lock_in_order(session: AsyncSession, ids: list[int]) -> None:
+    """PostgreSQL: lock these deliveries' rows in id order (SQLite has one writer anyway)."""
+    if ids and session.get_bind().dialect.name == "postgresql":
+        await session.execute(
+            select(Delivery.id).where(Delivery.id.in_(ids)).order_by(Delivery.id).with_for_update()
+        )
 
 
 def _by_attempt(claimed: Sequence[Claimed]) -> dict[int, list[int]]:

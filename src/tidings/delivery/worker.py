@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
+from sqlalchemy.exc import DBAPIError
 
 from tidings.audience.models import SuppressionReason
 from tidings.campaigns.models import DeliveryStatus
@@ -44,6 +45,8 @@ from tidings.transports.base import Outcome as SendOutcome
 from tidings.transports.base import Transport
 
 log = structlog.get_logger(__name__)
+
+RECORD_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -233,16 +236,32 @@ class DeliveryWorker:
         bounced = [
             batch.hashes[f.result.delivery_id] for f in sent.finished if f.result.is_hard_bounce
         ]
-        async with self.database.sessions() as session:
-            await suppress_addresses(session, bounced, SuppressionReason.bounced)
-            await record_outcomes(session, outcomes, now)
-            # Apart, after the outcomes: the minute's statistics row is shared by every worker
-            # and locked while it is added to, which must not hold up the big statement.
-            await provider_stats.record(session, sent.tallies, now)
-            await session.commit()
+        await self._record(outcomes, bounced, sent, now)
         del self._unrecorded[id(batch)]
         count_outcomes(outcomes)
         self.heartbeat.count_sent(sum(o.status == DeliveryStatus.sent for o in outcomes))
+
+    async def _record(
+        self, outcomes: list[Outcome], bounced: list[str], sent: Dispatched, now: datetime
+    ) -> None:
+        """Write a sent batch's results, retrying a database error a few times: a batch sent but
+        not recorded is sent again when its lease ends. Safe to repeat (writes are fenced by
+        the claimed attempt; a retried statistics row may count a batch twice, never lose it)."""
+        for attempt in range(1, RECORD_TRIES + 1):
+            try:
+                async with self.database.sessions() as session:
+                    await suppress_addresses(session, bounced, SuppressionReason.bounced)
+                    await record_outcomes(session, outcomes, now)
+                    # Apart, after the outcomes: the minute's statistics row is shared by every
+                    # worker and locked while it is added to; it must not hold up the big one.
+                    await provider_stats.record(session, sent.tallies, now)
+                    await session.commit()
+                return
+            except DBAPIError:
+                if attempt == RECORD_TRIES:
+                    raise
+                log.warning("worker.record_retried", attempt=attempt, exc_info=True)
+                await asyncio.sleep(0.5 * attempt)
 
     async def _give_back(self) -> None:
         """Release every batch claimed but not recorded, so another worker sends it now."""
