@@ -55,6 +55,9 @@ class Subscriber(Timestamped, Base):
     )
     engagement_score: Mapped[float] = mapped_column(Float, nullable=False, default=0.0, index=True)
     last_opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The decayed sum the score is computed from, as of engaged_at (see tracking.engagement).
+    engagement_sum: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+    engaged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     unsubscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     status_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
     # The import that last created or updated the row: provenance, and how an import recognises

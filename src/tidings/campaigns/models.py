@@ -91,6 +91,9 @@ class Campaign(Timestamped, Base):
     from_name: Mapped[str] = mapped_column(String(200), nullable=False, default="")
     from_email: Mapped[str | None] = mapped_column(String(320))
     reply_to: Mapped[str | None] = mapped_column(String(320))
+    track_opens: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    track_clicks: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    utm: Mapped[dict[str, str]] = mapped_column(JSONType, nullable=False, default=dict)
     # Whom: topic ids, segment id, promotion id, tags (see campaigns.audience.Audience).
     audience: Mapped[dict[str, Any]] = mapped_column(JSONType, nullable=False, default=dict)
     # When: a first run and an optional recurrence (see campaigns.recurrence.Schedule).

@@ -23,6 +23,8 @@ Content = Annotated[str, Field(max_length=1_000_000)]
 Subject = Annotated[str, Field(max_length=998)]
 Address = Annotated[str, Field(min_length=3, max_length=320)]
 Interval = Annotated[int, Field(ge=1, le=10_000)]
+UtmKey = Literal["utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content"]
+UtmValue = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
 
 class CampaignFields(ApiModel):
@@ -52,6 +54,13 @@ class CampaignFields(ApiModel):
     until: UtcDateTime | None = None
     count: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
     catch_up: bool | None = None
+    track_opens: bool | None = Field(default=None, description="Add an open pixel (default on).")
+    track_clicks: bool | None = Field(
+        default=None, description="Count clicks on the HTML's links (default on)."
+    )
+    utm: dict[UtmKey, UtmValue] | None = Field(
+        default=None, description="UTM parameters added to every counted link's target."
+    )
 
     def given(self) -> dict[str, Any]:
         """The fields the request named."""
@@ -104,6 +113,9 @@ class CampaignOut(BaseModel):
     until: datetime | None
     count: int | None
     catch_up: bool
+    track_opens: bool
+    track_clicks: bool
+    utm: dict[str, str]
     next_run_at: datetime | None
     last_run_at: datetime | None
     runs: int

@@ -50,6 +50,10 @@ CONTENT_FIELDS = frozenset(
     ("channel", "subject", "message", "html", "text", "template_id", "from_name", "from_email",
      "reply_to", "topic_ids", "segment_id", "target_segment", "promotion_id", "tags")
 )  # fmt: skip
+LEAVE_WHEN_NULL = frozenset(  # columns with defaults: null in a request means "leave as is"
+    ("subject", "from_name", "timezone", "interval", "catch_up", "track_opens", "track_clicks",
+     "utm")
+)  # fmt: skip
 SCHEDULE_FIELDS = frozenset(
     ("type", "schedule_time", "timezone", "frequency", "interval", "rrule", "until", "count",
      "catch_up")
@@ -129,6 +133,9 @@ async def create_campaign(
         interval=1,
         catch_up=False,
         runs=0,
+        track_opens=True,
+        track_clicks=True,
+        utm={},
     )
     await _apply(session, campaign, data.given())
     if campaign.schedule_time is not None:
@@ -266,8 +273,8 @@ async def _apply(session: AsyncSession, campaign: Campaign, fields: dict[str, An
     if fields.get("template_id") is not None:
         await _require(session, Template, fields["template_id"], "template")
     for name, value in fields.items():
-        if value is None and name in ("subject", "from_name", "timezone", "interval", "catch_up"):
-            continue  # columns with defaults: null means "leave as is"
+        if value is None and name in LEAVE_WHEN_NULL:
+            continue
         setattr(campaign, name, value)
     if not campaign.subject and campaign.template_id is None:
         campaign.subject = campaign.name

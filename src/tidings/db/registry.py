@@ -13,5 +13,6 @@ def all_metadata() -> MetaData:
     from tidings.promotions import models as _promotions  # noqa: F401
     from tidings.providers import models as _providers  # noqa: F401
     from tidings.security import models as _security  # noqa: F401
+    from tidings.tracking import models as _tracking  # noqa: F401
 
     return Base.metadata

@@ -10,22 +10,30 @@ becomes ``failed`` with the template's error. Neither stops the rest of the batc
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parseaddr
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from sqlalchemy import Text, exists, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tidings.audience.models import Subscriber, SubscriberStatus, Suppression
+from tidings.audience.models import (
+    Subscriber,
+    SubscriberStatus,
+    Suppression,
+    TopicSubscription,
+    TopicSubscriptionStatus,
+)
+from tidings.campaigns.audience import Audience
 from tidings.campaigns.models import Campaign, CampaignRun, Channel, DeliveryStatus
 from tidings.campaigns.templates import campaign_source, layout_loader
 from tidings.campaigns.templating import (
     CompiledContent,
     RenderContext,
+    RenderedMessage,
     TemplateProblem,
     compile_content,
 )
@@ -36,6 +44,7 @@ from tidings.delivery.mime import MessageContent, MessageHeaders, build_message,
 from tidings.delivery.outbox import Claimed, Outcome
 from tidings.logs import get_logger
 from tidings.security.crypto import active_cipher
+from tidings.tracking.links import LinkRegistry, rewrite_links, trackable_urls, with_open_pixel
 from tidings.transports.base import OutgoingMessage
 
 log = get_logger(__name__)
@@ -83,6 +92,19 @@ class RunContent:
     list_id: str
     feedback_id: str
     signer: DkimSigner | None
+    topic_ids: frozenset[int] = frozenset()  # the audience's topics: leaving them all stops it
+    track_opens: bool = True
+    track_clicks: bool = True
+    utm: Mapping[str, str] = field(default_factory=dict)
+
+
+class Draft(NamedTuple):
+    """A recipient's rendered message, before its links are counted and its MIME is built."""
+
+    content: RunContent
+    delivery: Claimed
+    recipient: Recipient
+    rendered: RenderedMessage
 
 
 @dataclass
@@ -108,8 +130,9 @@ class PreparedBatch:
 
 
 class Composer:
-    def __init__(self, identity: SenderIdentity) -> None:
+    def __init__(self, identity: SenderIdentity, links: LinkRegistry | None = None) -> None:
         self._identity = identity
+        self._links = links or LinkRegistry()
         self._contents: dict[int, tuple[datetime, RunContent]] = {}
 
     async def prepare(
@@ -119,59 +142,104 @@ class Composer:
         them: held for every message of the batches in flight, they cost memory)."""
         recipients = await load_recipients(session, {c.subscriber_id for c in claimed})
         contents = await self._run_contents(session, {c.run_id for c in claimed})
+        topics = await _topic_members(session, recipients, contents.values())
         batch = PreparedBatch(claimed, [], [], {c.id: c for c in claimed}, {})
-        for number, delivery in enumerate(claimed, 1):
-            if number % YIELD_EVERY == 0:  # let the SMTP replies of the batch being sent in
-                await asyncio.sleep(0)
+        drafts: list[Draft] = []
+        for delivery in claimed:
             recipient = recipients.get(delivery.subscriber_id)
             content = contents[delivery.run_id]
             if recipient is None or not recipient.mailable:
                 reason = "the subscriber is no longer active or the address is suppressed"
                 batch.decided.append(Outcome(delivery, DeliveryStatus.suppressed, reason))
-                continue
+            elif content.topic_ids and not content.topic_ids & topics.get(recipient.id, set()):
+                reason = "the subscriber has left the campaign's topics"
+                batch.decided.append(Outcome(delivery, DeliveryStatus.suppressed, reason))
+            elif (draft := self._draft(content, delivery, recipient, batch)) is not None:
+                drafts.append(draft)
+        clicks = await self._click_links(session, drafts)
+        for number, draft in enumerate(drafts, 1):
+            if number % YIELD_EVERY == 0:  # let the SMTP replies of the batch being sent in
+                await asyncio.sleep(0)
             try:
-                message = self.compose(content, delivery, recipient, now, parts)
-            except TemplateProblem as exc:
-                batch.decided.append(Outcome(delivery, DeliveryStatus.failed, str(exc)))
-                continue
+                links = clicks.get(draft.content.campaign_id, {})
+                message = self.assemble(draft, links, now, parts)
             except Exception as exc:  # a bug must cost one message, not hold the whole batch
-                log.exception("delivery.compose_failed", delivery=delivery.id)
+                log.exception("delivery.compose_failed", delivery=draft.delivery.id)
                 reason = f"could not build the message: {type(exc).__name__}"
-                batch.decided.append(Outcome(delivery, DeliveryStatus.failed, reason))
+                batch.decided.append(Outcome(draft.delivery, DeliveryStatus.failed, reason))
                 continue
             batch.messages.append(message)
-            batch.hashes[delivery.id] = recipient.email_hash
-            batch.scores[delivery.id] = recipient.engagement_score
+            batch.hashes[draft.delivery.id] = draft.recipient.email_hash
+            batch.scores[draft.delivery.id] = draft.recipient.engagement_score
         return batch
 
-    def compose(
-        self,
-        content: RunContent,
-        delivery: Claimed,
-        recipient: Recipient,
-        now: datetime,
-        parts: bool = False,
-    ) -> OutgoingMessage:
-        """One recipient's message; raises TemplateProblem when it cannot be rendered."""
+    def _draft(
+        self, content: RunContent, delivery: Claimed, recipient: Recipient, batch: PreparedBatch
+    ) -> Draft | None:
+        """The recipient's rendered message, or None (and a failed outcome) if it won't render."""
+        try:
+            return Draft(content, delivery, recipient, self.render(content, delivery, recipient))
+        except TemplateProblem as exc:
+            batch.decided.append(Outcome(delivery, DeliveryStatus.failed, str(exc)))
+        except Exception as exc:  # a bug must cost one message, not hold the whole batch
+            log.exception("delivery.render_failed", delivery=delivery.id)
+            reason = f"could not build the message: {type(exc).__name__}"
+            batch.decided.append(Outcome(delivery, DeliveryStatus.failed, reason))
+        return None
+
+    def render(
+        self, content: RunContent, delivery: Claimed, recipient: Recipient
+    ) -> RenderedMessage:
+        """One recipient's subject and bodies; raises TemplateProblem when they won't render."""
         if content.compiled is None or content.channel != Channel.email.value:
             problem = content.problem or f"{content.channel} delivery is not available"
             raise TemplateProblem("html", problem)
         links = self._identity.links
         token = links.token(delivery.id)
-        unsubscribe_url = links.unsubscribe_url(token)  # in the body and in the header
-        rendered = content.compiled.render(
+        return content.compiled.render(
             RenderContext(
                 subscriber_name=recipient.name,
                 subscriber_email=recipient.email,
                 campaign_name=content.campaign_name,
                 campaign_subject=content.campaign_subject,
-                unsubscribe_url=unsubscribe_url,
+                unsubscribe_url=links.unsubscribe_url(token),
                 preferences_url=links.preferences_url(token),
                 view_in_browser_url=links.view_url(token),
                 subscriber_attributes=recipient.attributes,
                 subscriber_tags=recipient.tags,
             )
         )
+
+    async def _click_links(
+        self, session: AsyncSession, drafts: list[Draft]
+    ) -> dict[int, dict[str, int]]:
+        """Per campaign that counts clicks, the link id of every URL its drafts link to."""
+        urls: dict[int, dict[str, None]] = {}
+        for draft in drafts:
+            if draft.content.track_clicks and draft.rendered.html:
+                found = trackable_urls(draft.rendered.html, self._identity.links.is_ours)
+                urls.setdefault(draft.content.campaign_id, {}).update(dict.fromkeys(found))
+        utm = {d.content.campaign_id: d.content.utm for d in drafts}
+        return {
+            campaign_id: await self._links.ids(session, campaign_id, list(found), utm[campaign_id])
+            for campaign_id, found in urls.items()
+            if found
+        }
+
+    def assemble(
+        self, draft: Draft, link_ids: Mapping[str, int], now: datetime, parts: bool = False
+    ) -> OutgoingMessage:
+        """The finished message: links counted, pixel added, headers, MIME, DKIM; with
+        ``parts``, it keeps its parts too."""
+        content, delivery, recipient, rendered = draft
+        links = self._identity.links
+        unsubscribe_url = links.unsubscribe_url(links.token(delivery.id))
+        markup = rendered.html
+        if markup and link_ids:
+            clicks = {url: links.click_url(delivery.id, i) for url, i in link_ids.items()}
+            markup = rewrite_links(markup, clicks)
+        if markup and content.track_opens:
+            markup = with_open_pixel(markup, links.open_url(delivery.id))
         headers = MessageHeaders(
             from_address=content.from_address,
             from_name=content.from_name,
@@ -181,14 +249,14 @@ class Composer:
             date=now,
             reply_to=content.reply_to,
             list_unsubscribe_url=unsubscribe_url,
-            list_unsubscribe_mailto=self._unsubscribe_mailto(token),
+            list_unsubscribe_mailto=self._unsubscribe_mailto(links.token(delivery.id)),
             list_id=content.list_id,
             feedback_id=content.feedback_id,
         )
-        data = build_message(headers, rendered.text, rendered.html)
+        data = build_message(headers, rendered.text, markup)
         if content.signer is not None:
             data = content.signer.sign(data, now=int(now.timestamp()))
-        kept = MessageContent(headers, rendered.text, rendered.html) if parts else None
+        kept = MessageContent(headers, rendered.text, markup) if parts else None
         return OutgoingMessage(delivery.id, content.envelope_sender, recipient.email, data, kept)
 
     def _unsubscribe_mailto(self, token: str) -> str | None:
@@ -243,6 +311,10 @@ class Composer:
             list_id=f"<campaign-{campaign.id}.{domain}>",
             feedback_id=f"{campaign.id}:{run_id}:campaign:tidings",
             signer=signers.get(domain),
+            topic_ids=frozenset(Audience.from_json(campaign.audience).topic_ids),
+            track_opens=campaign.track_opens,
+            track_clicks=campaign.track_clicks,
+            utm=dict(campaign.utm or {}),
         )
 
 
@@ -281,3 +353,23 @@ async def load_recipients(
             rows, emails, strict=True
         )
     }
+
+
+async def _topic_members(
+    session: AsyncSession, recipients: Mapping[int, Recipient], contents: Collection[RunContent]
+) -> dict[int, set[int]]:
+    """For the batch's subscribers, the topics (of its runs' audiences) they are still in."""
+    topic_ids = set().union(*(c.topic_ids for c in contents))
+    if not topic_ids or not recipients:
+        return {}
+    rows = await session.execute(
+        select(TopicSubscription.subscriber_id, TopicSubscription.topic_id).where(
+            TopicSubscription.subscriber_id.in_(sorted(recipients)),
+            TopicSubscription.topic_id.in_(sorted(topic_ids)),
+            TopicSubscription.status == TopicSubscriptionStatus.active.value,
+        )
+    )
+    members: dict[int, set[int]] = {}
+    for subscriber_id, topic_id in rows:
+        members.setdefault(subscriber_id, set()).add(topic_id)
+    return members

@@ -1,0 +1,1 @@
+"""Feedback: tracking links, unsubscribes, provider webhooks and bounces, as one event stream."""
