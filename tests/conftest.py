@@ -143,9 +143,11 @@ async def api_keys(db: Runtime) -> dict[Scope, str]:
 @pytest.fixture
 async def anon_client(db: Runtime) -> AsyncIterator[httpx.AsyncClient]:
     """A client without credentials."""
-    transport = httpx.ASGITransport(app=create_app(runtime=db))
+    app = create_app(runtime=db)
+    transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://tidings.test") as c:
         yield c
+    await app.state.tracker.sink.close()  # what the tracking endpoints buffered is written
 
 
 @pytest.fixture

@@ -38,6 +38,8 @@ from tidings.providers.routing_api import router as routing_rules_router
 from tidings.runtime import Runtime, open_runtime
 from tidings.security.api import router as security_router
 from tidings.system.api import router as system_router
+from tidings.tracking.endpoints import TrackingMiddleware
+from tidings.tracking.runtime import build_tracker
 
 log = get_logger("tidings.http")
 
@@ -77,9 +79,11 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         if runtime is not None:
             app.state.runtime = runtime
             yield
+            await app.state.tracker.sink.close()
             return
         opened = await open_runtime(settings or Settings())
         app.state.runtime = opened
+        app.state.tracker = build_tracker(opened)
         stop = asyncio.Event()
         loops = []
         if opened.settings.scheduler:
@@ -91,6 +95,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         finally:
             stop.set()
             await asyncio.gather(*loops)
+            await app.state.tracker.sink.close()  # nothing tracked is lost on shutdown
             await opened.close()
 
     app = FastAPI(
@@ -103,8 +108,10 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     )
     if runtime is not None:
         app.state.runtime = runtime
+        app.state.tracker = build_tracker(runtime)
     app.add_middleware(RejectNulMiddleware)
     app.add_middleware(RequestLogMiddleware)
+    app.add_middleware(TrackingMiddleware)  # outermost: the pixel and clicks skip the rest
     _install_error_handlers(app)
     # Before the subscribers router, whose /subscribers/{ref} would swallow these paths.
     app.include_router(bulk)

@@ -93,6 +93,21 @@ class Settings(BaseSettings):
     scheduler: bool = Field(
         default=True, description="Run the scheduler loop inside `tidings serve`."
     )
+    tracking_machine_networks: list[str] = Field(
+        default=["17.0.0.0/8"],
+        description="Networks whose opens and clicks are machines' (JSON list of CIDRs); "
+        "default: Apple's, where Mail Privacy Protection prefetches images.",
+    )
+    tracking_scanner_seconds: float = Field(
+        default=10.0, ge=0, description="A click sooner than this after sending is a scanner's."
+    )
+    soft_bounce_limit: int = Field(
+        default=3, ge=1, le=100, description="Soft bounces within soft_bounce_days that suppress."
+    )
+    soft_bounce_days: int = Field(default=7, ge=1, le=365)
+    event_flush_seconds: float = Field(
+        default=0.2, gt=0, le=10, description="How often buffered tracking events are written."
+    )
     db_pool_size: int = Field(default=10, ge=1, le=200)
     sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0)
 

@@ -170,10 +170,20 @@ def _held(ids: list[int], attempts: int) -> ColumnElement[bool]:
     )
 
 
+_STATUS_FOR = {
+    SuppressionReason.bounced: SubscriberStatus.bounced,
+    SuppressionReason.complained: SubscriberStatus.complained,
+    SuppressionReason.unsubscribed: SubscriberStatus.unsubscribed,
+    SuppressionReason.erased: SubscriberStatus.erased,
+    SuppressionReason.manual: SubscriberStatus.unsubscribed,
+}
+
+
 async def suppress_addresses(
     session: AsyncSession, email_hashes: Sequence[str], reason: SuppressionReason
 ) -> None:
-    """Never mail these addresses again; their subscribers become bounced. Does not commit."""
+    """Never mail these addresses again; their active subscribers become bounced, complained
+    or unsubscribed, after the reason. Does not commit."""
     if not email_hashes:
         return
     hashes = sorted(set(email_hashes))
@@ -188,7 +198,7 @@ async def suppress_addresses(
             Subscriber.email_hash.in_(hashes),
             Subscriber.status == SubscriberStatus.active.value,
         )
-        .values(status=SubscriberStatus.bounced.value, status_changed_at=utcnow())
+        .values(status=_STATUS_FOR[reason].value, status_changed_at=utcnow())
     )
 
 

@@ -14,7 +14,7 @@ import hashlib
 import html
 import re
 from collections.abc import Callable, Collection, Mapping
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -73,11 +73,17 @@ def with_utm(url: str, utm: Mapping[str, str]) -> str:
         return url
     parts = urlsplit(url)
     present = {key for key, _ in parse_qsl(parts.query, keep_blank_values=True)}
-    extra = {k: v for k, v in utm.items() if k not in present}
+    extra = {k: utm[k] for k in sorted(utm, key=_utm_order) if k not in present}
     if not extra:
         return url
     query = f"{parts.query}&{urlencode(extra)}" if parts.query else urlencode(extra)
     return urlunsplit(parts._replace(query=query))
+
+
+def as_location(url: str) -> str:
+    """``url`` safe for a Location header: anything outside printable ASCII (spaces, line
+    breaks, non-ASCII letters) percent-encoded, the rest as it was."""
+    return quote(url, safe="!#$%&'()*+,-./:;=?@[]_~")
 
 
 def original_hash(url: str) -> str:
@@ -126,7 +132,11 @@ class LinkRegistry:
                 index_elements=["campaign_id", "original_hash"]
             ),
             [
-                {"campaign_id": campaign_id, "original_hash": h, "url": with_utm(u, utm)}
+                {
+                    "campaign_id": campaign_id,
+                    "original_hash": h,
+                    "url": as_location(with_utm(u, utm)),
+                }
                 for h, u in hashes.items()
             ],
         )
@@ -146,6 +156,14 @@ class LinkRegistry:
         if len(self._targets) > CACHED_LINKS:
             self._targets.clear()
         self._targets[link_id] = url
+
+
+_UTM_ORDER = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
+
+
+def _utm_order(key: str) -> tuple[int, str]:
+    """The usual order of UTM parameters (PostgreSQL's JSONB keeps no order of its own)."""
+    return (_UTM_ORDER.index(key) if key in _UTM_ORDER else len(_UTM_ORDER), key)
 
 
 def _href(tag: str) -> str | None:
