@@ -39,6 +39,7 @@ from tidings.runtime import Runtime, open_runtime
 from tidings.security.api import router as security_router
 from tidings.system.api import router as system_router
 from tidings.tracking.endpoints import TrackingMiddleware
+from tidings.tracking.pages_api import router as unsubscribe_router
 from tidings.tracking.runtime import build_tracker
 
 log = get_logger("tidings.http")
@@ -129,6 +130,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(providers_router)
     app.include_router(routing_rules_router)
     app.include_router(system_router)
+    app.include_router(unsubscribe_router)
     app.add_api_route(
         "/health",
         health,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from html import escape
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -14,6 +13,7 @@ from tidings.audience import public
 from tidings.audience.models import Topic
 from tidings.audience.schemas import PublicSignup, PublicTopicOut
 from tidings.deps import HttpProblem, SessionDep, get_runtime
+from tidings.pages import message_page
 from tidings.runtime import Runtime
 from tidings.security.crypto import InvalidEmail, parse_email
 from tidings.security.ratelimit import RateLimits
@@ -84,7 +84,7 @@ async def subscribe(request: Request, session: SessionDep) -> Response:
         topic_id=signup.topic_id,
     )
     if from_form:
-        return HTMLResponse(_page("Almost there", THANKS), status_code=202)
+        return HTMLResponse(message_page("Almost there", THANKS), status_code=202)
     return JSONResponse({"detail": THANKS}, status_code=202)
 
 
@@ -120,17 +120,7 @@ async def confirm(
     try:
         row = await public.confirm_subscription(session, runtime.signer, token)
     except InvalidToken as exc:
-        return HTMLResponse(_page("Link not valid", exc.detail), status_code=400)
+        return HTMLResponse(message_page("Link not valid", exc.detail), status_code=400)
     topic = await session.get(Topic, row.topic_id)
     name = topic.name if topic else "the newsletter"
-    return HTMLResponse(_page("Subscription confirmed", f"You will now receive {name}."))
-
-
-def _page(title: str, message: str) -> str:
-    return (
-        "<!doctype html><html lang=en><meta charset=utf-8>"
-        "<meta name=viewport content='width=device-width, initial-scale=1'>"
-        f"<title>{escape(title)}</title>"
-        "<body style='font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto'>"
-        f"<h1>{escape(title)}</h1><p>{escape(message)}</p></body></html>"
-    )
+    return HTMLResponse(message_page("Subscription confirmed", f"You will now receive {name}."))
