@@ -12,7 +12,6 @@ from sqlalchemy import select
 from tests.delivery.support import SmtpServer, fill_subscribers, send_campaign
 from tests.delivery.test_worker import PUBLIC_URL, deliveries, drain, make_worker
 from tidings.audience.models import Subscriber, TopicSubscription
-from tidings.campaigns.scheduler import scheduler_tick
 from tidings.runtime import Runtime
 from tidings.tracking.models import Event
 
