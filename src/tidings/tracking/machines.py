@@ -25,13 +25,20 @@ APPLE_PROXY_AGENT = "Mozilla/5.0"
 DEFAULT_MACHINE_NETWORKS = ("17.0.0.0/8",)  # Apple's own network, where its mail proxies run
 
 
+def is_machine_agent(user_agent: str | None) -> bool:
+    """Whether a user agent is Apple's privacy proxy, a scanner or an HTTP library (also for
+    providers' open and click events, which report the agent but not always a verdict)."""
+    agent = (user_agent or "").strip()
+    return agent == APPLE_PROXY_AGENT or bool(_SCANNERS.search(agent))
+
+
 class MachineDetector:
     def __init__(self, networks: Iterable[str] = DEFAULT_MACHINE_NETWORKS) -> None:
         self._networks = [ipaddress.ip_network(n, strict=False) for n in networks]
 
     def is_machine(self, user_agent: str | None, client_ip: str | None) -> bool:
-        agent = (user_agent or "").strip()
-        if not agent or agent == APPLE_PROXY_AGENT or _SCANNERS.search(agent):
+        """A request with no user agent at all is a program's, not a mail client's."""
+        if not (user_agent or "").strip() or is_machine_agent(user_agent):
             return True
         return self._in_machine_network(client_ip)
 
