@@ -41,6 +41,8 @@ from tidings.system.api import router as system_router
 from tidings.tracking.endpoints import TrackingMiddleware
 from tidings.tracking.pages_api import router as unsubscribe_router
 from tidings.tracking.runtime import build_tracker
+from tidings.tracking.webhooks_api import install_webhook_errors
+from tidings.tracking.webhooks_api import router as webhooks_router
 
 log = get_logger("tidings.http")
 
@@ -97,6 +99,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             stop.set()
             await asyncio.gather(*loops)
             await app.state.tracker.sink.close()  # nothing tracked is lost on shutdown
+            if getattr(app.state, "webhooks", None) is not None:
+                await app.state.webhooks.close()
             await opened.close()
 
     app = FastAPI(
@@ -114,6 +118,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.add_middleware(RequestLogMiddleware)
     app.add_middleware(TrackingMiddleware)  # outermost: the pixel and clicks skip the rest
     _install_error_handlers(app)
+    install_webhook_errors(app)
     # Before the subscribers router, whose /subscribers/{ref} would swallow these paths.
     app.include_router(bulk)
     app.include_router(deliveries_router)
@@ -131,6 +136,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(routing_rules_router)
     app.include_router(system_router)
     app.include_router(unsubscribe_router)
+    app.include_router(webhooks_router)
     app.add_api_route(
         "/health",
         health,

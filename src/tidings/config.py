@@ -108,6 +108,28 @@ class Settings(BaseSettings):
     event_flush_seconds: float = Field(
         default=0.2, gt=0, le=10, description="How often buffered tracking events are written."
     )
+    webhook_ses_topics: list[str] = Field(
+        default=[], description="SNS topic ARNs /webhooks/amazon-ses accepts (JSON list)."
+    )
+    webhook_sendgrid_public_key: str | None = Field(
+        default=None, description="SendGrid's Event Webhook verification key (base64)."
+    )
+    webhook_postmark_user: str | None = None
+    webhook_postmark_password: SecretStr | None = Field(
+        default=None, description="Basic auth Postmark sends to /webhooks/postmark."
+    )
+    webhook_postmark_path_secret: SecretStr | None = Field(
+        default=None, description="Or a secret path: /webhooks/postmark/<secret>."
+    )
+    webhook_mailgun_signing_key: SecretStr | None = Field(
+        default=None, description="Mailgun's HTTP webhook signing key."
+    )
+    webhook_azure_key: SecretStr | None = Field(
+        default=None, description="The X-Tidings-Webhook-Key Event Grid sends to /webhooks/azure."
+    )
+    webhook_generic_secret: SecretStr | None = Field(
+        default=None, description="Standard Webhooks secret (whsec_...) of /webhooks/generic."
+    )
     db_pool_size: int = Field(default=10, ge=1, le=200)
     sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0)
 

@@ -19,6 +19,7 @@ from tests.transports.api_messages import api_message, send_and_close
 from tidings.delivery.mime import MessageContent
 from tidings.transports.azure import (
     AzureEmailTransport,
+    delivery_of_operation,
     from_provider,
     operation_id,
     signed_headers,
@@ -257,7 +258,11 @@ def test_operation_id_is_a_uuid_of_the_delivery_and_its_message_id() -> None:
 
     assert first == operation_id(same, same.content)  # the body is not part of it
     assert first != operation_id(other, other.content)
-    assert uuid.UUID(first).version == 5  # Azure wants a UUID; ours is derived, not random
+    assert uuid.UUID(first).version == 8  # Azure wants a UUID; ours is derived, not random
+    assert delivery_of_operation(first) == 1  # and an Event Grid event names its delivery
+    assert delivery_of_operation(operation_id(other, other.content)) == 2
+    assert delivery_of_operation(str(uuid.uuid4())) is None
+    assert delivery_of_operation("not a uuid") is None
 
 
 async def test_conflict_on_a_known_operation_reports_that_operation(fake: FakeAzureEmail) -> None:

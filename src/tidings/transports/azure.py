@@ -44,9 +44,12 @@ API_VERSION = "2023-03-31"  # the GA version of the Email data plane
 SEND_PATH = "/emails:send"
 STATUS_PATH = "/emails/operations/{}"
 SIGNED_HEADERS = "x-ms-date;host;x-ms-content-sha256"
-# Our Operation-Ids are UUIDv5 in this (arbitrary, fixed) namespace: the same delivery and
-# Message-ID always give the same id, on any machine and after any restart.
-OPERATION_NAMESPACE = uuid.UUID("6f1d8a52-3c1e-4f0b-9a57-2b8e5e0c7d41")
+# Our Operation-Ids are RFC 9562 UUIDv8: 74 bits of a hash of the delivery and its Message-ID,
+# then the delivery id in the last 48 bits. The same delivery always gets the same id, on any
+# machine and after any restart, and an Event Grid event, which carries only the operation id,
+# names its delivery (see ``delivery_of_operation``).
+OPERATION_SALT = b"tidings azure operation"
+DELIVERY_BITS = 48
 SUCCEEDED = "Succeeded"
 UNSENT = frozenset({"Failed", "Canceled"})  # the other terminal statuses; NotStarted, Running
 
@@ -72,9 +75,24 @@ def signed_headers(
 def operation_id(message: OutgoingMessage, content: MessageContent) -> str:
     """The Operation-Id of a delivery: the same on every attempt, so that a message sent again
     after a crash names the operation Azure already has instead of starting a second one."""
-    return str(
-        uuid.uuid5(OPERATION_NAMESPACE, f"{message.delivery_id}:{content.headers.message_id}")
-    )
+    seed = f"{message.delivery_id}:{content.headers.message_id}".encode()
+    digest = int.from_bytes(hashlib.sha256(OPERATION_SALT + seed).digest()[:16], "big")
+    delivery = message.delivery_id & ((1 << DELIVERY_BITS) - 1)
+    value = (digest >> DELIVERY_BITS << DELIVERY_BITS) | delivery
+    value = value & ~(0xF << 76) | (0x8 << 76)  # version 8
+    value = value & ~(0x3 << 62) | (0x2 << 62)  # the RFC variant
+    return str(uuid.UUID(int=value))
+
+
+def delivery_of_operation(operation: str | None) -> int | None:
+    """The delivery id inside one of our Operation-Ids, or None for any other string."""
+    try:
+        parsed = uuid.UUID(operation or "")
+    except ValueError:
+        return None
+    if parsed.version != 8 or parsed.variant != uuid.RFC_4122:
+        return None
+    return parsed.int & ((1 << DELIVERY_BITS) - 1) or None
 
 
 def email_payload(content: MessageContent) -> dict[str, Any]:

@@ -15,8 +15,8 @@ Handshakes, which prove we own the endpoint before Event Grid sends events:
   ``WebHook-Allowed-Origin`` (``cloudevents_handshake``).
 Answering a handshake grants nothing: every event still needs the key.
 
-Our delivery id does not travel: an event's ``data.messageId`` is the operation id the Azure
-transport stored as the delivery's provider message id.
+No metadata travels with the message: an event names it only by ``data.messageId``, the
+operation id, which the Azure transport makes to carry the delivery id.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from tidings.tracking.webhooks.base import (
     same_secret,
 )
 from tidings.tracking.webhooks.payload import Fields, objects_of, parse_json
+from tidings.transports.azure import delivery_of_operation
 
 SOURCE = "azure"
 KEY_HEADER = "X-Tidings-Webhook-Key"
@@ -99,6 +100,7 @@ def _event(
         occurred_at=occurred_at,
         source=SOURCE,
         source_event_id=event.required_text("id"),
+        delivery_id=delivery_of_operation(data.text("messageId")),
         provider_message_id=data.text("messageId"),
         recipient=data.text("recipient"),
         raw=event.data,
