@@ -40,7 +40,7 @@ from tidings.security.api import router as security_router
 from tidings.system.api import router as system_router
 from tidings.tracking.endpoints import TrackingMiddleware
 from tidings.tracking.pages_api import router as unsubscribe_router
-from tidings.tracking.runtime import build_tracker
+from tidings.tracking.runtime import build_tracker, start_inbound_mail
 from tidings.tracking.webhooks_api import install_webhook_errors
 from tidings.tracking.webhooks_api import router as webhooks_router
 
@@ -87,6 +87,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         opened = await open_runtime(settings or Settings())
         app.state.runtime = opened
         app.state.tracker = build_tracker(opened)
+        inbound = await start_inbound_mail(opened, app.state.tracker)
         stop = asyncio.Event()
         loops = []
         if opened.settings.scheduler:
@@ -97,6 +98,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             yield
         finally:
             stop.set()
+            if inbound is not None:
+                inbound.close()
             await asyncio.gather(*loops)
             await app.state.tracker.sink.close()  # nothing tracked is lost on shutdown
             if getattr(app.state, "webhooks", None) is not None:

@@ -108,6 +108,11 @@ class Settings(BaseSettings):
     event_flush_seconds: float = Field(
         default=0.2, gt=0, le=10, description="How often buffered tracking events are written."
     )
+    inbound_smtp_port: int = Field(
+        default=0, ge=0, le=65535,
+        description="Port of the SMTP receiver for bounces and mailto: unsubscribes (0: off).",
+    )  # fmt: skip
+    inbound_smtp_host: str = Field(default="127.0.0.1", description="Its listening address.")
     webhook_ses_topics: list[str] = Field(
         default=[], description="SNS topic ARNs /webhooks/amazon-ses accepts (JSON list)."
     )
@@ -129,6 +134,10 @@ class Settings(BaseSettings):
     )
     webhook_generic_secret: SecretStr | None = Field(
         default=None, description="Standard Webhooks secret (whsec_...) of /webhooks/generic."
+    )
+    webhook_allow_private: bool = Field(
+        default=False,
+        description="Let outgoing webhooks go to loopback, private and link-local addresses.",
     )
     db_pool_size: int = Field(default=10, ge=1, le=200)
     sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0)

@@ -257,7 +257,10 @@ class Composer:
         if content.signer is not None:
             data = content.signer.sign(data, now=int(now.timestamp()))
         kept = MessageContent(headers, rendered.text, markup) if parts else None
-        return OutgoingMessage(delivery.id, content.envelope_sender, recipient.email, data, kept)
+        envelope = content.envelope_sender
+        if self._identity.bounce_address:  # VERP: reports name their delivery, signed
+            envelope = links.return_path(self._identity.bounce_address, delivery.id)
+        return OutgoingMessage(delivery.id, envelope, recipient.email, data, kept)
 
     def _unsubscribe_mailto(self, token: str) -> str | None:
         address = self._identity.unsubscribe_mailto

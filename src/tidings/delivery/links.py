@@ -54,6 +54,18 @@ class MailLinks:
     def click_url(self, delivery_id: int, link_id: int) -> str:
         return f"{self._base}/t/c/{self.tracking_token(delivery_id, link_id)}"
 
+    def return_path(self, bounce_address: str, delivery_id: int) -> str:
+        """The VERP envelope sender of a delivery: ``bounces+TOKEN@domain``. A report sent back
+        to it names its delivery by a token no one else can make."""
+        local, _, domain = bounce_address.rpartition("@")
+        return f"{local}+{self.token(delivery_id)}@{domain}"
+
+    def delivery_of_return_path(self, address: str) -> int | None:
+        """The delivery whose return path ``address`` is, or None."""
+        local = address.rpartition("@")[0]
+        _, plus, token = local.rpartition("+")
+        return self.delivery_id(token) if plus else None
+
     def is_ours(self, url: str) -> bool:
         """Whether ``url`` points at this instance (its unsubscribe and view links are not
         counted as clicks)."""

@@ -12,8 +12,9 @@ the report and tries again, as it would for any busy mail server.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import UTC, datetime
 
 import structlog
@@ -25,6 +26,11 @@ from tidings.tracking.events import InboundEvent
 log = structlog.get_logger(__name__)
 
 EventSink = Callable[[list[InboundEvent]], Awaitable[None]]
+# The delivery a message is vouched for by one of our signed tokens (in the VERP return path it
+# was sent to, or in the returned headers), or None: anyone can send mail to a return path.
+Voucher = Callable[[Sequence[str], bytes], int | None]
+# Mail that is a request, not a report (a mailto: unsubscribe): True when it was one, and done.
+Requests = Callable[[Sequence[str], bytes], Awaitable[bool]]
 
 ACCEPTED = "250 2.0.0 Report accepted"
 NOT_A_REPORT = "250 2.0.0 Accepted, not a delivery report"
@@ -46,10 +52,16 @@ class BounceHandler:
         domains: Collection[str],
         sink: EventSink,
         clock: Callable[[], datetime] = utc_now,
+        vouch: Voucher | None = None,
+        requests: Requests | None = None,
     ) -> None:
+        """With ``vouch``, only reports it vouches for are recorded, as events of the delivery
+        it names (an unsigned report could otherwise suppress any address it names)."""
         self.domains = frozenset(domain.strip().lower().rstrip(".") for domain in domains)
         self.sink = sink
         self.clock = clock
+        self.vouch = vouch
+        self.requests = requests
 
     def accepts(self, address: str) -> bool:
         """Whether ``address`` is in one of our domains (exactly: subdomains are not ours)."""
@@ -74,8 +86,16 @@ class BounceHandler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         data = envelope.original_content or b""
+        try:
+            if self.requests is not None and await self.requests(envelope.rcpt_tos, data):
+                return ACCEPTED
+        except Exception:
+            log.exception("inbound_request_failed", peer=str(session.peer))
+            return TRY_AGAIN
         # Off the loop, which serves the API too: a 10 MB message takes a fifth of a second.
         events = await asyncio.to_thread(events_from_report, data, self.clock())
+        if events and self.vouch is not None:
+            events = self._vouched(envelope.rcpt_tos, data, events)
         if not events:
             # Mail to a return path that is not a report (an auto-reply, a plain-text bounce
             # of an old MTA, spam): nothing to record, and refusing it would only bounce it.
@@ -94,6 +114,16 @@ class BounceHandler:
         )
         return ACCEPTED
 
+    def _vouched(
+        self, recipients: Sequence[str], data: bytes, events: list[InboundEvent]
+    ) -> list[InboundEvent]:
+        assert self.vouch is not None
+        delivery_id = self.vouch(recipients, data)
+        if delivery_id is None:
+            log.info("bounce_report_unvouched", events=len(events), size=len(data))
+            return []
+        return [dataclasses.replace(e, delivery_id=delivery_id) for e in events]
+
 
 async def start_bounce_receiver(
     host: str,
@@ -101,12 +131,14 @@ async def start_bounce_receiver(
     domains: Collection[str],
     sink: EventSink,
     max_bytes: int = 10_000_000,
+    vouch: Voucher | None = None,
+    requests: Requests | None = None,
 ) -> asyncio.Server:
     """Listen for reports on ``host``:``port`` in the running event loop; mail to addresses of
     ``domains`` is read, mail over ``max_bytes`` refused (552). Close the server to stop."""
     if not domains:
         raise ValueError("the bounce receiver needs at least one return-path domain")
-    handler = BounceHandler(domains, sink)
+    handler = BounceHandler(domains, sink, vouch=vouch, requests=requests)
     loop = asyncio.get_running_loop()
     # aiosmtpd looks the name up (socket.getfqdn, blocking DNS) for every connection unless
     # it is given one: once here, off the loop.

@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 from tidings.delivery.links import MailLinks
 from tidings.runtime import Runtime
+from tidings.tracking.bounce_receiver import start_bounce_receiver
 from tidings.tracking.endpoints import Tracker
 from tidings.tracking.events import InboundEvent
+from tidings.tracking.inbound import InboundMail
 from tidings.tracking.ingest import EventSink
 from tidings.tracking.machines import MachineDetector
 from tidings.tracking.service import FeedbackPolicy, record_events
@@ -36,4 +39,28 @@ def build_tracker(runtime: Runtime) -> Tracker:
         sink=EventSink(write, interval=settings.event_flush_seconds),
         database=runtime.database,
         machines=MachineDetector(settings.tracking_machine_networks),
+    )
+
+
+async def start_inbound_mail(runtime: Runtime, tracker: Tracker) -> asyncio.Server | None:
+    """The SMTP receiver of bounces and ``mailto:`` unsubscribes, when a port is configured;
+    it takes mail for the domains of the return path and of the unsubscribe address."""
+    settings = runtime.settings
+    if not settings.inbound_smtp_port:
+        return None
+    addresses = [a for a in (settings.bounce_address, settings.list_unsubscribe_mailto) if a]
+    domains = {a.rpartition("@")[2] for a in addresses}
+    if not domains:
+        raise ValueError(
+            "TIDINGS_INBOUND_SMTP_PORT needs TIDINGS_BOUNCE_ADDRESS or "
+            "TIDINGS_LIST_UNSUBSCRIBE_MAILTO: mail to their domains is what it takes"
+        )
+    inbound = InboundMail(tracker.links, runtime.database, settings.list_unsubscribe_mailto)
+    return await start_bounce_receiver(
+        settings.inbound_smtp_host,
+        settings.inbound_smtp_port,
+        domains,
+        tracker.sink.write_now,
+        vouch=inbound.vouch,
+        requests=inbound.requests,
     )
