@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,5 +64,19 @@ def _create_sqlite_engine(url: str, busy_timeout_ms: int) -> AsyncEngine:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.close()
+        _ensure_math_functions(dbapi_connection)
 
     return engine
+
+
+def _ensure_math_functions(dbapi_connection: Any) -> None:
+    """exp() and power() (engagement scores decay in SQL): built into most SQLite builds since
+    3.35, added here for one built without them."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("SELECT exp(0), power(2, 1)")
+    except Exception:  # the SQLite library was compiled without its math functions
+        dbapi_connection.create_function("exp", 1, math.exp, deterministic=True)
+        dbapi_connection.create_function("power", 2, math.pow, deterministic=True)
+    finally:
+        cursor.close()

@@ -18,7 +18,8 @@ The generic inbound payload (``normalize_generic``) is one event object or a lis
      "bounce": "hard",                   # hard / soft / policy; bounced and deferred only
      "reason": "550 5.1.1 user unknown",
      "url": "https://example.com/a",     # for clicked
-     "machine": false}                   # a scanner or prefetcher, not a person
+     "machine": false,                   # a scanner or prefetcher, not a person
+     "user_agent": "Mozilla/5.0 ..."}    # of an open or a click
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ class GenericEvent(BaseModel):
     reason: str | None = Field(default=None, max_length=2000)
     url: str | None = Field(default=None, max_length=2048)
     machine: bool = False
+    user_agent: str | None = Field(default=None, max_length=512)
 
     @field_validator("occurred_at")
     @classmethod
@@ -128,11 +130,11 @@ class GenericEvent(BaseModel):
             raise ValueError(f"bounce is only for bounced and deferred events, not {self.type}")
         return self
 
-    def to_event(self) -> InboundEvent:
+    def to_event(self, source: str = SOURCE) -> InboundEvent:
         return InboundEvent(
             type=self.type,
             occurred_at=self.occurred_at,
-            source=SOURCE,
+            source=source,
             source_event_id=self.id,
             delivery_id=self.delivery_id,
             provider_message_id=self.message_id,
@@ -141,6 +143,7 @@ class GenericEvent(BaseModel):
             reason=self.reason,
             url=self.url,
             machine=self.machine,
+            user_agent=self.user_agent,
             raw=self.model_dump(mode="json"),
         )
 
