@@ -37,6 +37,12 @@ async def test_personal_data_export_holds_everything_about_the_person(
         {"user_id": person["id"], "promotion_id": promotion["id"], "metadata": {"src": "web"}},
     )
     await client.put("/subscribers/eve@example.com", json={"name": "Eve L."})
+    tracked = await client.post(
+        "/engagement/track",
+        json={"type": "complained", "id": "fbl-1", "recipient": "eve@example.com",
+              "occurred_at": "2026-12-01T10:00:00Z", "reason": "abuse"},
+    )  # fmt: skip
+    assert tracked.status_code == 202
 
     response = await client.get(f"/subscribers/{person['id']}/export")
     assert response.status_code == 200
@@ -46,6 +52,7 @@ async def test_personal_data_export_holds_everything_about_the_person(
     assert [t["topic"]["name"] for t in data["topic_subscriptions"]] == ["Weekly"]
     assert data["promotion_subscriptions"][0]["metadata"] == {"src": "web"}
     assert [h["action"] for h in data["history"]] == ["subscriber.create", "subscriber.update"]
+    assert [(e["type"], e["reason"]) for e in data["events"]] == [("complained", "abuse")]
 
 
 async def test_erasure_deletes_personal_data_keeps_a_tombstone_and_suppresses(
@@ -71,6 +78,15 @@ async def test_erasure_deletes_personal_data_keeps_a_tombstone_and_suppresses(
         )
     )
     await session.commit()
+    bounce = {
+        "type": "bounced",
+        "id": "b-1",
+        "recipient": "erin@example.com",
+        "bounce": "soft",
+        "occurred_at": "2026-12-01T10:00:00Z",
+        "reason": "452 <erin@example.com> full",
+    }
+    assert (await client.post("/engagement/track", json=bounce)).status_code == 202
     erased = await client.post(f"/subscribers/{person['id']}/erase")
     assert erased.status_code == 200
     body = erased.json()
@@ -80,9 +96,12 @@ async def test_erasure_deletes_personal_data_keeps_a_tombstone_and_suppresses(
 
     raw = (await session.execute(text("SELECT * FROM subscribers"))).mappings().one()
     [error] = (await session.execute(text("SELECT error FROM deliveries"))).scalars()
+    [event] = (await session.execute(text("SELECT * FROM events"))).mappings()
     await session.rollback()
     assert all("erin" not in str(value).lower() for value in raw.values())
     assert "erin" not in str(error)
+    assert event["type"] == "bounced" and event["bounce"] == "soft"  # statistics stay right
+    assert all("erin" not in str(value).lower() for value in event.values())
     assert (await client.get("/subscribers/erin@example.com")).status_code == 404
     members = (await client.get(f"/topics/{topic['id']}/subscribers")).json()["items"]
     assert [m["status"] for m in members] == ["unsubscribed"]

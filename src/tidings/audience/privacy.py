@@ -27,6 +27,7 @@ from tidings.db.types import UTCDateTime, utcnow
 from tidings.promotions.models import PromotionSubscription
 from tidings.security.audit import record_audit
 from tidings.security.models import AuditEntry
+from tidings.tracking.models import Event
 
 ERASED_REPLY = "[the server's reply was erased with the subscriber]"
 
@@ -37,6 +38,7 @@ class PersonalData:
     topic_subscriptions: list[TopicSubscription]
     promotion_subscriptions: list[PromotionSubscription]
     history: list[AuditEntry]
+    events: list[Event]
     exported_at: datetime
 
 
@@ -57,7 +59,12 @@ async def personal_data(session: AsyncSession, ref: str | int, actor: str) -> Pe
         .where(AuditEntry.target_type == "subscriber", AuditEntry.target_id == str(subscriber.id))
         .order_by(AuditEntry.id)
     )
-    data = PersonalData(subscriber, list(topics), list(promotions), list(history), utcnow())
+    events = await session.scalars(
+        select(Event).where(Event.subscriber_id == subscriber.id).order_by(Event.id)
+    )
+    data = PersonalData(
+        subscriber, list(topics), list(promotions), list(history), list(events), utcnow()
+    )
     record_audit(session, actor, "subscriber.export_personal_data", "subscriber", subscriber.id)
     await session.commit()
     return data
@@ -87,6 +94,7 @@ async def erase_subscriber(session: AsyncSession, ref: str | int, actor: str) ->
     subscriber.timezone = None
     subscriber.last_opened_at = None
     subscriber.last_import_id = None
+    subscriber.engagement_sum, subscriber.engagement_score, subscriber.engaged_at = 0.0, 0.0, None
     await session.execute(
         update(TopicSubscription)
         .where(
@@ -117,6 +125,13 @@ async def erase_subscriber(session: AsyncSession, ref: str | int, actor: str) ->
         update(Delivery)
         .where(Delivery.subscriber_id == subscriber.id, Delivery.error.is_not(None))
         .values(error=ERASED_REPLY)
+    )
+    # Events keep their type and time (campaign statistics stay right) but nothing that could
+    # name the person: providers' payloads and replies quote the address, URLs may carry it.
+    await session.execute(
+        update(Event)
+        .where(Event.subscriber_id == subscriber.id)
+        .values(raw=None, user_agent=None, url=None, reason=None)
     )
     record_audit(session, actor, "subscriber.erase", "subscriber", subscriber.id)
     await session.commit()

@@ -251,6 +251,23 @@ class HistoryEntryOut(BaseModel):
     action: str
 
 
+class PersonalEventOut(BaseModel):
+    """An open, click, bounce... of the person's mail (tracking events)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    type: str
+    occurred_at: datetime
+    source: str
+    campaign_id: int | None
+    delivery_id: int | None
+    bounce: str | None
+    reason: str | None
+    url: str | None
+    machine: bool
+    user_agent: str | None
+
+
 class PersonalDataOut(BaseModel):
     """Everything tidings holds about one person."""
 
@@ -260,6 +277,7 @@ class PersonalDataOut(BaseModel):
     topic_subscriptions: list[SubscriberTopicOut]
     promotion_subscriptions: list[PromotionSubscriptionData]
     history: list[HistoryEntryOut]
+    events: list[PersonalEventOut]
     exported_at: datetime
 
 
