@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tidings import __version__
+from tidings.analytics.api import router as analytics_router
 from tidings.audience.api import subscribers, topics
 from tidings.audience.bulk_api import router as bulk
 from tidings.audience.public_api import router as public_router
@@ -31,6 +32,8 @@ from tidings.delivery.api import router as deliveries_router
 from tidings.delivery.runner import run_worker
 from tidings.deps import get_runtime
 from tidings.errors import Conflict, NotFound, RuleViolation, TidingsError
+from tidings.hooks.api import router as webhook_endpoints_router
+from tidings.hooks.sender import run_webhook_sender
 from tidings.logs import get_logger
 from tidings.promotions.api import promotions, subscriptions
 from tidings.providers.api import router as providers_router
@@ -38,9 +41,10 @@ from tidings.providers.routing_api import router as routing_rules_router
 from tidings.runtime import Runtime, open_runtime
 from tidings.security.api import router as security_router
 from tidings.system.api import router as system_router
-from tidings.tracking.endpoints import TrackingMiddleware
+from tidings.tracking.endpoints import TRACKING_PREFIX, Tracker, answer_tracking
 from tidings.tracking.pages_api import router as unsubscribe_router
 from tidings.tracking.runtime import build_tracker, start_inbound_mail
+from tidings.tracking.scores import run_score_refresh
 from tidings.tracking.webhooks_api import install_webhook_errors
 from tidings.tracking.webhooks_api import router as webhooks_router
 
@@ -73,6 +77,18 @@ class HealthOut(BaseModel):
     version: str
 
 
+class TidingsApp(FastAPI):
+    """The application, which answers the open pixel and click redirects itself before any of
+    FastAPI's per-request machinery runs: they are most of an instance's traffic."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(TRACKING_PREFIX):
+            tracker: Tracker | None = getattr(self.state, "tracker", None)
+            if tracker is not None and await answer_tracking(tracker, scope, send):
+                return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
     """Build the app. Pass ``runtime`` to share one already opened (tests, CLI); otherwise the
     lifespan opens one from ``settings`` and closes it at shutdown."""
@@ -92,6 +108,10 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         loops = []
         if opened.settings.scheduler:
             loops.append(asyncio.create_task(run_scheduler(opened.database, stop)))
+            loops.append(asyncio.create_task(run_score_refresh(opened.database, stop)))
+            loops.append(
+                asyncio.create_task(run_webhook_sender(opened.database, opened.settings, stop))
+            )
         if opened.settings.workers:
             loops.append(asyncio.create_task(run_worker(opened, stop)))
         try:
@@ -106,7 +126,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
                 await app.state.webhooks.close()
             await opened.close()
 
-    app = FastAPI(
+    app = TidingsApp(
         title="tidings",
         version=__version__,
         description="Self-hosted newsletter and campaign platform. Authenticate with "
@@ -119,7 +139,6 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         app.state.tracker = build_tracker(runtime)
     app.add_middleware(RejectNulMiddleware)
     app.add_middleware(RequestLogMiddleware)
-    app.add_middleware(TrackingMiddleware)  # outermost: the pixel and clicks skip the rest
     _install_error_handlers(app)
     install_webhook_errors(app)
     # Before the subscribers router, whose /subscribers/{ref} would swallow these paths.
@@ -140,6 +159,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(system_router)
     app.include_router(unsubscribe_router)
     app.include_router(webhooks_router)
+    app.include_router(webhook_endpoints_router)
+    app.include_router(analytics_router)
     app.add_api_route(
         "/health",
         health,

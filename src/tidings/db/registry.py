@@ -10,6 +10,7 @@ def all_metadata() -> MetaData:
     from tidings.campaigns import models as _campaigns  # noqa: F401
     from tidings.db.base import Base
     from tidings.delivery import models as _delivery  # noqa: F401
+    from tidings.hooks import models as _hooks  # noqa: F401
     from tidings.promotions import models as _promotions  # noqa: F401
     from tidings.providers import models as _providers  # noqa: F401
     from tidings.security import models as _security  # noqa: F401

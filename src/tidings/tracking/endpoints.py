@@ -1,11 +1,11 @@
-"""The open pixel (``/t/o/{token}``) and click redirect (``/t/c/{token}``), answered by a plain
-ASGI middleware in front of the application.
+"""The open pixel (``/t/o/{token}``) and click redirect (``/t/c/{token}``), answered in plain
+ASGI before the application's machinery (see ``TidingsApp`` in ``tidings.app``).
 
 They are the busiest URLs of the instance (every open of every message), so they skip FastAPI's
-routing, dependency injection and request logging: a token is checked (an HMAC, no database),
-the event is handed to the ``EventSink`` (written in bulk a moment later), and the fixed answer
-goes out. A token that is not ours is a 404 and redirects nowhere: there is no open redirect. A
-click reads its link's target from the database once, then from memory.
+routing, middleware, dependency injection and request logging: a token is checked (an HMAC, no
+database), the event is handed to the ``EventSink`` (written in bulk a moment later), and the
+fixed answer goes out. A token that is not ours is a 404 and redirects nowhere: there is no open
+redirect. A click reads its link's target from the database once, then from memory.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope, Send
 
 from tidings.db.engine import Database
 from tidings.db.types import utcnow
@@ -65,28 +65,21 @@ class Tracker:
         return self.sink.add(event)
 
 
-class TrackingMiddleware:
-    """Answers ``/t/o/`` and ``/t/c/`` itself; passes everything else on. The tracker is read
-    from ``app.state.tracker`` of the application the request reached."""
+TRACKING_PREFIX = "/t/"
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path: str = scope.get("path", "")
-        if scope["type"] != "http" or not path.startswith("/t/"):
-            await self.app(scope, receive, send)
-            return
-        tracker: Tracker | None = getattr(scope["app"].state, "tracker", None)
-        if tracker is None or scope["method"] not in ("GET", "HEAD"):
-            await self.app(scope, receive, send)
-            return
-        if path.startswith("/t/o/"):
-            await _open(tracker, scope, send, path[5:])
-        elif path.startswith("/t/c/"):
-            await _click(tracker, scope, send, path[5:])
-        else:
-            await self.app(scope, receive, send)
+async def answer_tracking(tracker: Tracker, scope: Scope, send: Send) -> bool:
+    """Answer a pixel or click request; False for anything else (the application answers)."""
+    path: str = scope["path"]
+    if scope["method"] not in ("GET", "HEAD"):
+        return False
+    if path.startswith("/t/o/"):
+        await _open(tracker, scope, send, path[5:])
+    elif path.startswith("/t/c/"):
+        await _click(tracker, scope, send, path[5:])
+    else:
+        return False
+    return True
 
 
 async def _open(tracker: Tracker, scope: Scope, send: Send, token: str) -> None:
@@ -106,8 +99,10 @@ async def _click(tracker: Tracker, scope: Scope, send: Send, token: str) -> None
         await _answer(send, 404, NOT_FOUND_HEADERS, NOT_FOUND)
         return
     delivery_id, link_id = named
-    async with tracker.database.sessions() as session:
-        target = await tracker.registry.target(session, link_id)
+    target = tracker.registry.cached_target(link_id)
+    if target is None:
+        async with tracker.database.sessions() as session:
+            target = await tracker.registry.target(session, link_id)
     if target is None:
         await _answer(send, 404, NOT_FOUND_HEADERS, NOT_FOUND)
         return

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 
 class EventType(enum.StrEnum):
@@ -57,3 +57,56 @@ class InboundEvent:
     machine: bool = False  # a prefetcher or scanner, not a person
     user_agent: str | None = None
     raw: dict[str, Any] | None = field(default=None, compare=False)  # the source's payload
+
+
+class StoredEvent(Protocol):
+    """An event as stored (an ``Event`` row, or a ``RecordedEvent`` just written)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def occurred_at(self) -> datetime: ...
+    @property
+    def campaign_id(self) -> int | None: ...
+    @property
+    def subscriber_id(self) -> int | None: ...
+    @property
+    def delivery_id(self) -> int | None: ...
+    @property
+    def provider(self) -> str | None: ...
+    @property
+    def bounce(self) -> str | None: ...
+    @property
+    def reason(self) -> str | None: ...
+    @property
+    def url(self) -> str | None: ...
+    @property
+    def machine(self) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    """An event just written, without loading it back as an ORM object (at thousands of opens
+    a second, that would cost more than writing it)."""
+
+    id: int
+    type: str
+    occurred_at: datetime
+    campaign_id: int | None
+    subscriber_id: int | None
+    delivery_id: int | None
+    provider: str | None
+    bounce: str | None
+    reason: str | None
+    url: str | None
+    machine: bool
+
+    @classmethod
+    def of(cls, event_id: int, row: dict[str, Any]) -> RecordedEvent:
+        return cls(
+            event_id, row["type"], row["occurred_at"], row["campaign_id"], row["subscriber_id"],
+            row["delivery_id"], row["provider"], row["bounce"], row["reason"], row["url"],
+            row["machine"],
+        )  # fmt: skip

@@ -111,6 +111,10 @@ class LinkRegistry:
             await self._register(session, campaign_id, missing, utm)
         return {u: self._ids[(campaign_id, u)] for u in urls if (campaign_id, u) in self._ids}
 
+    def cached_target(self, link_id: int) -> str | None:
+        """Where a click on link ``link_id`` goes, if it is in memory."""
+        return self._targets.get(link_id)
+
     async def target(self, session: AsyncSession, link_id: int) -> str | None:
         """Where a click on link ``link_id`` goes, or None if there is no such link."""
         url = self._targets.get(link_id)

@@ -11,6 +11,7 @@ send time is known, when events are recorded).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable
@@ -25,6 +26,7 @@ APPLE_PROXY_AGENT = "Mozilla/5.0"
 DEFAULT_MACHINE_NETWORKS = ("17.0.0.0/8",)  # Apple's own network, where its mail proxies run
 
 
+@functools.lru_cache(maxsize=4096)  # a few mail clients' agents make most of the traffic
 def is_machine_agent(user_agent: str | None) -> bool:
     """Whether a user agent is Apple's privacy proxy, a scanner or an HTTP library (also for
     providers' open and click events, which report the agent but not always a verdict)."""

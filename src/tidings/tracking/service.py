@@ -14,12 +14,13 @@ nothing and so changes nothing), and only the events actually written take effec
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,10 +29,11 @@ from tidings.campaigns.models import CampaignRun, Delivery
 from tidings.db.types import utcnow
 from tidings.delivery import provider_stats
 from tidings.delivery.outbox import suppress_addresses
+from tidings.hooks.service import enqueue_for_events
 from tidings.providers.models import Provider
-from tidings.security.crypto import active_cipher
+from tidings.security.crypto import InvalidEmail, active_cipher
 from tidings.tracking.engagement import WEIGHTS, add_engagement, score
-from tidings.tracking.events import BounceKind, EventType, InboundEvent
+from tidings.tracking.events import BounceKind, EventType, InboundEvent, RecordedEvent
 from tidings.tracking.models import Event
 
 REASON_CHARS = 2000
@@ -59,7 +61,7 @@ async def record_events(
     events: Sequence[InboundEvent],
     policy: FeedbackPolicy,
     now: datetime | None = None,
-) -> list[Event]:
+) -> list[RecordedEvent]:
     """Write the events not seen before and apply their effects; returns those written.
     Commits."""
     now = now or utcnow()
@@ -73,6 +75,7 @@ async def record_events(
     rows = [_row(e, deliveries, addresses, policy, now) for e in unique]
     written = await _insert_new(session, rows)
     await _apply(session, written, policy, now)
+    await enqueue_for_events(session, written, now)
     await session.commit()
     return written
 
@@ -112,14 +115,22 @@ async def _subscribers_by_address(
     session: AsyncSession, addresses: set[str | None]
 ) -> dict[str, int]:
     """Subscriber ids by address, through the blind index (addresses are stored encrypted)."""
-    cipher = active_cipher()
-    hashes = {cipher.email_hash(a): a for a in addresses if a}
+    hashes = {h: a for a in addresses if a and (h := _address_hash(a)) is not None}
     if not hashes:
         return {}
     rows = await session.execute(
         select(Subscriber.email_hash, Subscriber.id).where(Subscriber.email_hash.in_(list(hashes)))
     )
     return {hashes[h]: subscriber_id for h, subscriber_id in rows}
+
+
+def _address_hash(address: str) -> str | None:
+    """The blind index of an address, or None for one that is not an address (a provider's or
+    a client's garbage names nobody)."""
+    try:
+        return active_cipher().email_hash(address)
+    except InvalidEmail:
+        return None
 
 
 def _row(
@@ -136,41 +147,71 @@ def _row(
         "occurred_at": event.occurred_at,
         "received_at": now,
         "source": event.source,
-        "source_event_id": event.source_event_id,
+        "source_event_id": _storable(event.source_event_id),
         "delivery_id": placed.delivery_id if placed else None,
         "campaign_id": placed.campaign_id if placed else None,
         "subscriber_id": subscriber_id,
         "provider": placed.provider if placed else None,
         "bounce": event.bounce.value if event.bounce else None,
-        "reason": event.reason[:REASON_CHARS] if event.reason else None,
-        "url": event.url,
+        "reason": _storable(event.reason[:REASON_CHARS]) if event.reason else None,
+        "url": _storable(event.url),
         "machine": event.machine or _scanner_click(event, placed, policy),
-        "user_agent": event.user_agent[:AGENT_CHARS] if event.user_agent else None,
-        "raw": event.raw,
+        "user_agent": _storable(event.user_agent[:AGENT_CHARS]) if event.user_agent else None,
+        "raw": _storable(event.raw),
     }
+
+
+def _storable(value: Any) -> Any:
+    """``value`` without what no database stores (NUL characters, lone surrogates, NaN), which
+    an authentic provider payload may still carry: it is stored, not refused."""
+    if isinstance(value, str):
+        return value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_storable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON's NaN and Infinity, which Python reads and PostgreSQL refuses
+    return value
 
 
 def _scanner_click(event: InboundEvent, placed: Placement | None, policy: FeedbackPolicy) -> bool:
     if event.type != EventType.clicked or placed is None or placed.sent_at is None:
         return False
-    return event.occurred_at - placed.sent_at < timedelta(seconds=policy.scanner_seconds)
+    after = event.occurred_at - placed.sent_at
+    return timedelta(0) <= after < timedelta(seconds=policy.scanner_seconds)
 
 
-async def _insert_new(session: AsyncSession, rows: list[dict[str, Any]]) -> list[Event]:
+async def _insert_new(session: AsyncSession, rows: list[dict[str, Any]]) -> list[RecordedEvent]:
     """Insert the rows, skipping those whose (source, source_event_id) exists; returns the
-    rows inserted."""
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    statement = (
-        dialect.insert(Event)
-        .on_conflict_do_nothing(index_elements=["source", "source_event_id"])
-        .returning(Event)
-    )
-    result = await session.scalars(statement, rows)
-    return list(result.all())
+    rows inserted. Rows without a source event id (opens and clicks at our own endpoints)
+    cannot conflict: they go in as one plain multi-row insert."""
+    plain = [row for row in rows if row["source_event_id"] is None]
+    keyed = [row for row in rows if row["source_event_id"] is not None]
+    written: list[RecordedEvent] = []
+    if plain:
+        new_ids = await session.scalars(
+            insert(Event).returning(Event.id, sort_by_parameter_order=True), plain
+        )
+        written += [RecordedEvent.of(i, row) for i, row in zip(new_ids, plain, strict=True)]
+    if keyed:
+        dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+        inserted = await session.execute(
+            dialect.insert(Event)
+            .on_conflict_do_nothing(index_elements=["source", "source_event_id"])
+            .returning(Event.id, Event.source, Event.source_event_id),
+            keyed,
+        )
+        by_key = {(source, key): event_id for event_id, source, key in inserted}
+        for row in keyed:
+            event_id = by_key.get((row["source"], row["source_event_id"]))
+            if event_id is not None:
+                written.append(RecordedEvent.of(event_id, row))
+    return written
 
 
 async def _apply(
-    session: AsyncSession, written: list[Event], policy: FeedbackPolicy, now: datetime
+    session: AsyncSession, written: list[RecordedEvent], policy: FeedbackPolicy, now: datetime
 ) -> None:
     await _raise_engagement(session, written)
     hard = {e.subscriber_id for e in written if _is(e, EventType.bounced, BounceKind.hard)}
@@ -184,11 +225,11 @@ async def _apply(
     await _count_for_providers(session, written, now)
 
 
-def _is(event: Event, kind: EventType, bounce: BounceKind) -> bool:
+def _is(event: RecordedEvent, kind: EventType, bounce: BounceKind) -> bool:
     return event.type == kind and event.bounce == bounce and event.subscriber_id is not None
 
 
-async def _raise_engagement(session: AsyncSession, written: list[Event]) -> None:
+async def _raise_engagement(session: AsyncSession, written: list[RecordedEvent]) -> None:
     human: dict[int, list[tuple[str, datetime]]] = {}
     for event in written:
         if event.type in WEIGHTS and not event.machine and event.subscriber_id is not None:
@@ -199,7 +240,10 @@ async def _raise_engagement(session: AsyncSession, written: list[Event]) -> None
         select(
             Subscriber.id, Subscriber.engagement_sum, Subscriber.engaged_at,
             Subscriber.last_opened_at,
-        ).where(Subscriber.id.in_(sorted(human)))
+        )
+        .where(Subscriber.id.in_(sorted(human)))
+        .order_by(Subscriber.id)
+        .with_for_update()  # another process's flush adds to the same sums: one after the other
     )  # fmt: skip
     changes = []
     for subscriber_id, total, since, last_opened in rows:
@@ -217,7 +261,29 @@ async def _raise_engagement(session: AsyncSession, written: list[Event]) -> None
                 "last_opened_at": last_opened,
             }
         )
-    await session.execute(update(Subscriber), changes)
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(_RAISE_POSTGRESQL, _as_arrays(changes))
+    else:  # SQLite: one local statement per subscriber is cheap
+        await session.execute(update(Subscriber), changes)
+
+
+# Every subscriber's new values in one statement (one row at a time costs more than the insert
+# of the events themselves at thousands of opens a second).
+_RAISE_POSTGRESQL = text("""
+UPDATE subscribers AS s
+SET engagement_sum = v.total, engaged_at = v.since, engagement_score = v.score,
+    last_opened_at = v.opened
+FROM unnest(
+    CAST(:id AS bigint[]), CAST(:engagement_sum AS float8[]),
+    CAST(:engaged_at AS timestamptz[]), CAST(:engagement_score AS float8[]),
+    CAST(:last_opened_at AS timestamptz[])
+) AS v(id, total, since, score, opened)
+WHERE s.id = v.id
+""")
+
+
+def _as_arrays(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    return {name: [row[name] for row in rows] for name in rows[0]}
 
 
 async def _too_many_soft_bounces(
@@ -275,7 +341,9 @@ _TALLIED = {
 }
 
 
-async def _count_for_providers(session: AsyncSession, written: list[Event], now: datetime) -> None:
+async def _count_for_providers(
+    session: AsyncSession, written: list[RecordedEvent], now: datetime
+) -> None:
     names = {e.provider for e in written if e.provider}
     if not names:
         return
@@ -291,7 +359,7 @@ async def _count_for_providers(session: AsyncSession, written: list[Event], now:
     await provider_stats.record(session, tallies, now)
 
 
-def _counter(event: Event) -> str | None:
+def _counter(event: RecordedEvent) -> str | None:
     if event.type == EventType.bounced:
         return "bounced_hard" if event.bounce == BounceKind.hard else "bounced_soft"
     return _TALLIED.get(EventType(event.type))

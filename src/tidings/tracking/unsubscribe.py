@@ -26,6 +26,7 @@ from tidings.audience.models import (
 from tidings.audience.subscribers import set_status
 from tidings.campaigns.audience import Audience
 from tidings.campaigns.models import Campaign, CampaignRun, Delivery
+from tidings.hooks.service import enqueue_for_events
 from tidings.security.audit import record_audit
 from tidings.tracking.events import EventType
 from tidings.tracking.models import Event
@@ -84,7 +85,7 @@ async def unsubscribe(
         await _leave_topics(session, subscriber.id, [t.id for t in recipient.topics], now)
         scope = "topics " + ",".join(str(t.id) for t in recipient.topics)
     session.add(
-        Event(
+        event := Event(
             type=EventType.unsubscribed.value,
             occurred_at=now,
             received_at=now,
@@ -96,6 +97,8 @@ async def unsubscribe(
             machine=False,
         )
     )
+    await session.flush()  # the event's id, which its webhook deliveries name
+    await enqueue_for_events(session, [event], now)
     record_audit(session, ACTOR, "subscriber.unsubscribe_link", "subscriber", subscriber.id, {
         "scope": scope, "delivery": recipient.delivery_id,
     })  # fmt: skip

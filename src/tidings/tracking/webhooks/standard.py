@@ -35,6 +35,8 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tidings.db.ids import MAX_ID
+from tidings.storable import check_storable
 from tidings.tracking.events import BounceKind, EventType, InboundEvent
 from tidings.tracking.webhooks.base import (
     WebhookMalformed,
@@ -108,7 +110,7 @@ class GenericEvent(BaseModel):
     type: EventType
     id: str = Field(min_length=1, max_length=255)
     occurred_at: datetime
-    delivery_id: int | None = Field(default=None, gt=0)
+    delivery_id: int | None = Field(default=None, gt=0, le=MAX_ID)
     message_id: str | None = Field(default=None, min_length=1, max_length=255)
     recipient: str | None = Field(default=None, min_length=3, max_length=320)
     bounce: BounceKind | None = None
@@ -120,10 +122,15 @@ class GenericEvent(BaseModel):
     @field_validator("occurred_at")
     @classmethod
     def _in_utc(cls, value: datetime) -> datetime:
-        return as_utc(value)
+        try:
+            return as_utc(value)
+        except OverflowError:  # a time near year 1 or 9999 may not survive the move to UTC
+            raise ValueError("out of range once converted to UTC") from None
 
     @model_validator(mode="after")
     def _names_its_message(self) -> Self:
+        for name in type(self).model_fields:
+            check_storable(getattr(self, name), name)
         if self.delivery_id is None and self.message_id is None and self.recipient is None:
             raise ValueError("needs at least one of delivery_id, message_id, recipient")
         if self.bounce is not None and self.type not in (EventType.bounced, EventType.deferred):

@@ -1,0 +1,1 @@
+"""Reports over deliveries and events: campaign performance, a subscriber's history, trends."""
