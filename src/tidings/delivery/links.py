@@ -82,7 +82,7 @@ class MailLinks:
 
 
 def _sign(key: bytes, raw: bytes) -> str:
-    mac = hmac.new(key, raw, hashlib.sha256).digest()[:_MAC_BYTES]
+    mac = hmac.digest(key, raw, "sha256")[:_MAC_BYTES]
     return base64.urlsafe_b64encode(raw + mac).decode().rstrip("=")
 
 
@@ -95,7 +95,7 @@ def _verify(key: bytes, token: str, length: int) -> bytes | None:
     except (binascii.Error, ValueError):
         return None
     raw, mac = data[:-_MAC_BYTES], data[-_MAC_BYTES:]
-    expected = hmac.new(key, raw, hashlib.sha256).digest()[:_MAC_BYTES]
+    expected = hmac.digest(key, raw, "sha256")[:_MAC_BYTES]
     if not hmac.compare_digest(mac, expected):
         return None
     if base64.urlsafe_b64encode(data).decode().rstrip("=") != token:

@@ -37,6 +37,8 @@ def is_machine_agent(user_agent: str | None) -> bool:
 class MachineDetector:
     def __init__(self, networks: Iterable[str] = DEFAULT_MACHINE_NETWORKS) -> None:
         self._networks = [ipaddress.ip_network(n, strict=False) for n in networks]
+        # Per detector (its networks), bounded: the same clients come back again and again.
+        self._in_machine_network = functools.lru_cache(maxsize=65_536)(self._look_up_network)
 
     def is_machine(self, user_agent: str | None, client_ip: str | None) -> bool:
         """A request with no user agent at all is a program's, not a mail client's."""
@@ -44,7 +46,7 @@ class MachineDetector:
             return True
         return self._in_machine_network(client_ip)
 
-    def _in_machine_network(self, client_ip: str | None) -> bool:
+    def _look_up_network(self, client_ip: str | None) -> bool:
         if not client_ip or not self._networks:
             return False
         try:

@@ -14,15 +14,28 @@ nothing and so changes nothing), and only the events actually written take effec
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    ColumnElement,
+    any_,
+    cast,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from tidings.audience.models import Subscriber, SubscriberStatus, SuppressionReason
 from tidings.campaigns.models import CampaignRun, Delivery
@@ -32,7 +45,7 @@ from tidings.delivery.outbox import suppress_addresses
 from tidings.hooks.service import enqueue_for_events
 from tidings.providers.models import Provider
 from tidings.security.crypto import InvalidEmail, active_cipher
-from tidings.tracking.engagement import WEIGHTS, add_engagement, score
+from tidings.tracking.engagement import HALF_LIFE, SCALE, WEIGHTS, add_engagement, score
 from tidings.tracking.events import BounceKind, EventType, InboundEvent, RecordedEvent
 from tidings.tracking.models import Event
 
@@ -80,6 +93,16 @@ async def record_events(
     return written
 
 
+def _among(
+    session: AsyncSession, column: InstrumentedAttribute[int], ids: list[int]
+) -> ColumnElement[bool]:
+    """``column`` in ``ids``: on PostgreSQL one array parameter (``= ANY``), not thousands of
+    parameters that each cost compiling and binding."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(cast(ids, ARRAY(BigInteger)))
+    return column.in_(ids)
+
+
 def _without_repeats(events: Sequence[InboundEvent]) -> list[InboundEvent]:
     seen: set[tuple[str, str]] = set()
     unique = []
@@ -106,7 +129,7 @@ async def _deliveries(session: AsyncSession, ids: set[int | None]) -> dict[int, 
             Delivery.sent_at,
         )
         .join(CampaignRun, CampaignRun.id == Delivery.run_id)
-        .where(Delivery.id.in_(wanted))
+        .where(_among(session, Delivery.id, wanted))
     )
     return {row[0]: Placement(*row) for row in rows}
 
@@ -164,6 +187,8 @@ def _row(
 def _storable(value: Any) -> Any:
     """``value`` without what no database stores (NUL characters, lone surrogates, NaN), which
     an authentic provider payload may still carry: it is stored, not refused."""
+    if value is None:
+        return None
     if isinstance(value, str):
         return value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
     if isinstance(value, dict):
@@ -184,8 +209,15 @@ def _scanner_click(event: InboundEvent, placed: Placement | None, policy: Feedba
 
 async def _insert_new(session: AsyncSession, rows: list[dict[str, Any]]) -> list[RecordedEvent]:
     """Insert the rows, skipping those whose (source, source_event_id) exists; returns the
-    rows inserted. Rows without a source event id (opens and clicks at our own endpoints)
-    cannot conflict: they go in as one plain multi-row insert."""
+    rows inserted."""
+    if session.get_bind().dialect.name == "postgresql":
+        return await _insert_postgresql(session, rows)
+    return await _insert_sqlite(session, rows)
+
+
+async def _insert_sqlite(session: AsyncSession, rows: list[dict[str, Any]]) -> list[RecordedEvent]:
+    """Rows without a source event id cannot conflict: one multi-row insert whose ids come back
+    in order; the others report which of them went in."""
     plain = [row for row in rows if row["source_event_id"] is None]
     keyed = [row for row in rows if row["source_event_id"] is not None]
     written: list[RecordedEvent] = []
@@ -195,9 +227,8 @@ async def _insert_new(session: AsyncSession, rows: list[dict[str, Any]]) -> list
         )
         written += [RecordedEvent.of(i, row) for i, row in zip(new_ids, plain, strict=True)]
     if keyed:
-        dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
         inserted = await session.execute(
-            dialect.insert(Event)
+            sqlite.insert(Event)
             .on_conflict_do_nothing(index_elements=["source", "source_event_id"])
             .returning(Event.id, Event.source, Event.source_event_id),
             keyed,
@@ -208,6 +239,69 @@ async def _insert_new(session: AsyncSession, rows: list[dict[str, Any]]) -> list
             if event_id is not None:
                 written.append(RecordedEvent.of(event_id, row))
     return written
+
+
+# PostgreSQL: the ids are drawn first, then every row goes in as one statement over arrays
+# (an ORM multi-row insert spends more in Python per row than the database spends storing it).
+_NEXT_IDS = text(
+    "SELECT nextval(pg_get_serial_sequence('events', 'id')) FROM generate_series(1, :n)"
+)
+EVENT_COLUMNS = [
+    "id", "type", "occurred_at", "received_at", "source", "source_event_id", "delivery_id",
+    "campaign_id", "subscriber_id", "provider", "bounce", "reason", "url", "machine",
+    "user_agent", "raw",
+]  # fmt: skip
+_INSERT_POSTGRESQL = text("""
+INSERT INTO events (id, type, occurred_at, received_at, source, source_event_id, delivery_id,
+                    campaign_id, subscriber_id, provider, bounce, reason, url, machine,
+                    user_agent, raw)
+SELECT * FROM unnest(
+    CAST(:id AS bigint[]), CAST(:type AS text[]), CAST(:occurred_at AS timestamptz[]),
+    CAST(:received_at AS timestamptz[]), CAST(:source AS text[]),
+    CAST(:source_event_id AS text[]), CAST(:delivery_id AS bigint[]),
+    CAST(:campaign_id AS bigint[]), CAST(:subscriber_id AS bigint[]), CAST(:provider AS text[]),
+    CAST(:bounce AS text[]), CAST(:reason AS text[]), CAST(:url AS text[]),
+    CAST(:machine AS boolean[]), CAST(:user_agent AS text[]), CAST(:raw AS jsonb[])
+)
+ON CONFLICT (source, source_event_id) DO NOTHING
+RETURNING id
+""")
+
+
+async def _insert_postgresql(
+    session: AsyncSession, rows: list[dict[str, Any]]
+) -> list[RecordedEvent]:
+    """Rows without a source event id (our own opens and clicks: most of them) cannot conflict
+    and go in by COPY; the others through ``ON CONFLICT DO NOTHING``, which says which went in."""
+    ids = list(await session.scalars(_NEXT_IDS, {"n": len(rows)}))
+    numbered = [{"id": i, **row} for i, row in zip(ids, rows, strict=True)]
+    plain = [row for row in numbered if row["source_event_id"] is None]
+    keyed = [row for row in numbered if row["source_event_id"] is not None]
+    for row in numbered:
+        row["raw"] = None if row["raw"] is None else json.dumps(row["raw"])
+    if plain:
+        await _copy_events(session, plain)
+    inserted = set(await session.scalars(_INSERT_POSTGRESQL, _as_arrays(keyed))) if keyed else set()
+    return [
+        RecordedEvent.of(i, row)
+        for i, row in zip(ids, rows, strict=True)
+        if row["source_event_id"] is None or i in inserted
+    ]
+
+
+def _as_arrays(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Rows as one array per column, for a statement over ``unnest``."""
+    return {name: [row[name] for row in rows] for name in rows[0]}
+
+
+async def _copy_events(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """COPY the rows into ``events``, in the session's transaction (its connection has begun
+    one: the ids were drawn through it)."""
+    connection = await (await session.connection()).get_raw_connection()
+    driver = connection.driver_connection
+    assert driver is not None
+    records = [tuple(row[column] for column in EVENT_COLUMNS) for row in rows]
+    await driver.copy_records_to_table("events", records=records, columns=EVENT_COLUMNS)
 
 
 async def _apply(
@@ -236,14 +330,63 @@ async def _raise_engagement(session: AsyncSession, written: list[RecordedEvent])
             human.setdefault(event.subscriber_id, []).append((event.type, event.occurred_at))
     if not human:
         return
+    if session.get_bind().dialect.name == "postgresql":
+        await _raise_postgresql(session, human)
+    else:
+        await _raise_each(session, human)
+
+
+async def _raise_postgresql(
+    session: AsyncSession, human: dict[int, list[tuple[str, datetime]]]
+) -> None:
+    """One statement adds every subscriber's new events to their decayed sum, the events of one
+    flush (a fraction of a second) taken at its latest: no read first, and no lost update when
+    two processes add to the same subscriber (the UPDATE reads the row it changes)."""
+    ids = sorted(human)
+    await session.execute(
+        _RAISE_POSTGRESQL,
+        {
+            "id": ids,
+            "weight": [sum(WEIGHTS[kind] for kind, _ in human[i]) for i in ids],
+            "at": [max(at for _, at in human[i]) for i in ids],
+            "opened": [
+                max((at for kind, at in human[i] if kind == EventType.opened), default=None)
+                for i in ids
+            ],
+            "half_life": HALF_LIFE.total_seconds(),
+            "scale": SCALE,
+        },
+    )
+
+
+# The formula of ``tracking.engagement`` in SQL: sum * 2^-(elapsed / half-life) + weight.
+_RAISE_POSTGRESQL = text("""
+WITH v AS (
+    SELECT v.id, v.weight, v.at, v.opened,
+           s.engagement_sum * power(0.5, greatest(0, extract(epoch FROM
+               v.at - coalesce(s.engaged_at, v.at))) / :half_life) + v.weight AS total
+    FROM unnest(CAST(:id AS bigint[]), CAST(:weight AS float8[]),
+                CAST(:at AS timestamptz[]), CAST(:opened AS timestamptz[]))
+         AS v(id, weight, at, opened)
+    JOIN subscribers AS s ON s.id = v.id
+)
+UPDATE subscribers AS s
+SET engagement_sum = v.total,
+    engaged_at = greatest(v.at, s.engaged_at),
+    engagement_score = round(CAST(100 * (1 - exp(-v.total / :scale)) AS numeric), 1),
+    last_opened_at = greatest(v.opened, s.last_opened_at)
+FROM v
+WHERE s.id = v.id
+""")
+
+
+async def _raise_each(session: AsyncSession, human: dict[int, list[tuple[str, datetime]]]) -> None:
+    """SQLite (one writer): read the sums, add in Python, write them back."""
     rows = await session.execute(
         select(
             Subscriber.id, Subscriber.engagement_sum, Subscriber.engaged_at,
             Subscriber.last_opened_at,
-        )
-        .where(Subscriber.id.in_(sorted(human)))
-        .order_by(Subscriber.id)
-        .with_for_update()  # another process's flush adds to the same sums: one after the other
+        ).where(Subscriber.id.in_(sorted(human)))
     )  # fmt: skip
     changes = []
     for subscriber_id, total, since, last_opened in rows:
@@ -261,29 +404,7 @@ async def _raise_engagement(session: AsyncSession, written: list[RecordedEvent])
                 "last_opened_at": last_opened,
             }
         )
-    if session.get_bind().dialect.name == "postgresql":
-        await session.execute(_RAISE_POSTGRESQL, _as_arrays(changes))
-    else:  # SQLite: one local statement per subscriber is cheap
-        await session.execute(update(Subscriber), changes)
-
-
-# Every subscriber's new values in one statement (one row at a time costs more than the insert
-# of the events themselves at thousands of opens a second).
-_RAISE_POSTGRESQL = text("""
-UPDATE subscribers AS s
-SET engagement_sum = v.total, engaged_at = v.since, engagement_score = v.score,
-    last_opened_at = v.opened
-FROM unnest(
-    CAST(:id AS bigint[]), CAST(:engagement_sum AS float8[]),
-    CAST(:engaged_at AS timestamptz[]), CAST(:engagement_score AS float8[]),
-    CAST(:last_opened_at AS timestamptz[])
-) AS v(id, total, since, score, opened)
-WHERE s.id = v.id
-""")
-
-
-def _as_arrays(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    return {name: [row[name] for row in rows] for name in rows[0]}
+    await session.execute(update(Subscriber), changes)
 
 
 async def _too_many_soft_bounces(
