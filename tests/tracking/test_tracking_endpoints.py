@@ -107,22 +107,24 @@ async def test_the_pixel_is_a_43_byte_gif_never_cached_and_records_a_human_open(
 async def test_a_click_redirects_and_a_scanner_within_seconds_of_sending_is_flagged(
     client: httpx.AsyncClient, db: Runtime
 ) -> None:
-    await fill_subscribers(db, 1)
-    (markup,) = await sent_html(client, db)
-    shop, _ = tokens(markup, "c")
-    first = await client.get(f"/t/c/{shop}", headers={"User-Agent": BROWSER})
-    assert first.status_code == 302
-    assert first.headers["location"] == "https://shop.example.com/sale?x=1&y=2"
-    await flush(client)
-    async with db.database.sessions() as session:  # the person clicks an hour later
-        await session.execute(update(Delivery).values(sent_at=utcnow() - timedelta(hours=1)))
+    await fill_subscribers(db, 2)
+    links = client._transport.app.state.tracker.links  # type: ignore[attr-defined]
+    by_delivery = {links.tracked(tokens(m, "o")[0])[0]: m for m in await sent_html(client, db)}
+    async with db.database.sessions() as session:  # the second message went out an hour ago
+        await session.execute(
+            update(Delivery).where(Delivery.id == 2).values(sent_at=utcnow() - timedelta(hours=1))
+        )
         await session.commit()
-    await client.get(f"/t/c/{shop}", headers={"User-Agent": BROWSER})
+    for delivery_id in (1, 2):
+        shop, _ = tokens(by_delivery[delivery_id], "c")
+        answer = await client.get(f"/t/c/{shop}", headers={"User-Agent": BROWSER})
+        assert answer.status_code == 302
+        assert answer.headers["location"] == "https://shop.example.com/sale?x=1&y=2"
     await flush(client)
     clicked = await events(db)
-    assert [(e.type, e.machine, e.url) for e in clicked] == [
-        ("clicked", True, "https://shop.example.com/sale?x=1&y=2"),
-        ("clicked", False, "https://shop.example.com/sale?x=1&y=2"),
+    assert [(e.delivery_id, e.type, e.machine, e.url) for e in clicked] == [
+        (1, "clicked", True, "https://shop.example.com/sale?x=1&y=2"),
+        (2, "clicked", False, "https://shop.example.com/sale?x=1&y=2"),
     ]
 
 

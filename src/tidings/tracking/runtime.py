@@ -14,7 +14,7 @@ from tidings.tracking.events import InboundEvent
 from tidings.tracking.inbound import InboundMail
 from tidings.tracking.ingest import EventSink
 from tidings.tracking.machines import MachineDetector
-from tidings.tracking.service import FeedbackPolicy, record_events
+from tidings.tracking.service import FeedbackPolicy, PlacementCache, record_events
 
 
 def feedback_policy(runtime: Runtime) -> FeedbackPolicy:
@@ -28,10 +28,11 @@ def feedback_policy(runtime: Runtime) -> FeedbackPolicy:
 
 def build_tracker(runtime: Runtime) -> Tracker:
     policy = feedback_policy(runtime)
+    placements = PlacementCache()
 
     async def write(events: Sequence[InboundEvent]) -> None:
         async with runtime.database.sessions() as session:
-            await record_events(session, events, policy)
+            await record_events(session, events, policy, placements=placements)
 
     settings = runtime.settings
     return Tracker(

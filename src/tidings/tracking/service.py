@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -74,6 +74,7 @@ async def record_events(
     events: Sequence[InboundEvent],
     policy: FeedbackPolicy,
     now: datetime | None = None,
+    placements: PlacementCache | None = None,
 ) -> list[RecordedEvent]:
     """Write the events not seen before and apply their effects; returns those written.
     Commits."""
@@ -81,7 +82,9 @@ async def record_events(
     unique = _without_repeats(events)
     if not unique:
         return []
-    deliveries = await _deliveries(session, {e.delivery_id for e in unique if e.delivery_id})
+    deliveries = await _deliveries(
+        session, {e.delivery_id for e in unique if e.delivery_id}, placements
+    )
     addresses = await _subscribers_by_address(
         session, {e.recipient for e in unique if e.recipient and e.delivery_id not in deliveries}
     )
@@ -116,10 +119,44 @@ def _without_repeats(events: Sequence[InboundEvent]) -> list[InboundEvent]:
     return unique
 
 
-async def _deliveries(session: AsyncSession, ids: set[int | None]) -> dict[int, Placement]:
-    wanted = sorted(i for i in ids if i is not None)
-    if not wanted:
-        return {}
+class PlacementCache:
+    """Placements of sent deliveries, kept by a process that records many events (a message
+    draws its opens and clicks in bursts): a sent delivery's campaign, subscriber, provider and
+    send time never change. Bounded; past ``size`` it starts again."""
+
+    def __init__(self, size: int = 50_000) -> None:
+        self.size = size
+        self._known: dict[int, Placement] = {}
+
+    def get(self, delivery_id: int) -> Placement | None:
+        return self._known.get(delivery_id)
+
+    def keep(self, placements: Iterable[Placement]) -> None:
+        if len(self._known) > self.size:
+            self._known.clear()
+        self._known.update((p.delivery_id, p) for p in placements if p.sent_at is not None)
+
+
+async def _deliveries(
+    session: AsyncSession, ids: set[int | None], cache: PlacementCache | None
+) -> dict[int, Placement]:
+    found: dict[int, Placement] = {}
+    wanted = []
+    for delivery_id in sorted(i for i in ids if i is not None):
+        known = cache.get(delivery_id) if cache is not None else None
+        if known is not None:
+            found[delivery_id] = known
+        else:
+            wanted.append(delivery_id)
+    if wanted:
+        read = await _read_placements(session, wanted)
+        found.update(read)
+        if cache is not None:
+            cache.keep(read.values())
+    return found
+
+
+async def _read_placements(session: AsyncSession, wanted: list[int]) -> dict[int, Placement]:
     rows = await session.execute(
         select(
             Delivery.id,
