@@ -28,7 +28,7 @@ class EventSink:
         self,
         write: Writer,
         interval: float = 0.2,
-        batch: int = 2000,
+        batch: int = 1000,
         capacity: int = 200_000,
     ) -> None:
         self._write, self._interval, self._batch, self._capacity = write, interval, batch, capacity

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -240,8 +241,8 @@ def _storable(value: Any) -> Any:
 def _scanner_click(event: InboundEvent, placed: Placement | None, policy: FeedbackPolicy) -> bool:
     if event.type != EventType.clicked or placed is None or placed.sent_at is None:
         return False
-    after = event.occurred_at - placed.sent_at
-    return timedelta(0) <= after < timedelta(seconds=policy.scanner_seconds)
+    after = (event.occurred_at - placed.sent_at).total_seconds()
+    return 0 <= after < policy.scanner_seconds
 
 
 async def _insert_new(session: AsyncSession, rows: list[dict[str, Any]]) -> list[RecordedEvent]:
@@ -311,14 +312,16 @@ async def _insert_postgresql(
     """Rows without a source event id (our own opens and clicks: most of them) cannot conflict
     and go in by COPY; the others through ``ON CONFLICT DO NOTHING``, which says which went in."""
     ids = list(await session.scalars(_NEXT_IDS, {"n": len(rows)}))
-    numbered = [{"id": i, **row} for i, row in zip(ids, rows, strict=True)]
-    plain = [row for row in numbered if row["source_event_id"] is None]
-    keyed = [row for row in numbered if row["source_event_id"] is not None]
-    for row in numbered:
-        row["raw"] = None if row["raw"] is None else json.dumps(row["raw"])
+    plain: list[tuple[Any, ...]] = []
+    keyed: list[tuple[Any, ...]] = []
+    for event_id, row in zip(ids, rows, strict=True):
+        (plain if row["source_event_id"] is None else keyed).append(_record(event_id, row))
     if plain:
         await _copy_events(session, plain)
-    inserted = set(await session.scalars(_INSERT_POSTGRESQL, _as_arrays(keyed))) if keyed else set()
+    inserted: set[int] = set()
+    if keyed:
+        columns = dict(zip(EVENT_COLUMNS, map(list, zip(*keyed, strict=True)), strict=True))
+        inserted = set(await session.scalars(_INSERT_POSTGRESQL, columns))
     return [
         RecordedEvent.of(i, row)
         for i, row in zip(ids, rows, strict=True)
@@ -326,18 +329,21 @@ async def _insert_postgresql(
     ]
 
 
-def _as_arrays(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    """Rows as one array per column, for a statement over ``unnest``."""
-    return {name: [row[name] for row in rows] for name in rows[0]}
+_VALUES = operator.itemgetter(*EVENT_COLUMNS[1:-1])  # all but the id and the raw payload
 
 
-async def _copy_events(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    """COPY the rows into ``events``, in the session's transaction (its connection has begun
-    one: the ids were drawn through it)."""
+def _record(event_id: int, row: dict[str, Any]) -> tuple[Any, ...]:
+    """A row as the values of ``EVENT_COLUMNS``, the payload as JSON text."""
+    raw = row["raw"]
+    return (event_id, *_VALUES(row), None if raw is None else json.dumps(raw))
+
+
+async def _copy_events(session: AsyncSession, records: list[tuple[Any, ...]]) -> None:
+    """COPY the records into ``events``, in the session's transaction (its connection has
+    begun one: the ids were drawn through it)."""
     connection = await (await session.connection()).get_raw_connection()
     driver = connection.driver_connection
     assert driver is not None
-    records = [tuple(row[column] for column in EVENT_COLUMNS) for row in rows]
     await driver.copy_records_to_table("events", records=records, columns=EVENT_COLUMNS)
 
 
