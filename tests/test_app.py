@@ -54,8 +54,11 @@ async def test_nul_characters_in_urls_are_a_400(client: httpx.AsyncClient) -> No
     assert "NUL" in response.json()["detail"]
 
 
-def test_request_logs_mask_email_addresses() -> None:
+def test_request_logs_mask_email_addresses_link_tokens_and_secret_paths() -> None:
     from tidings.app import _loggable_path
 
     assert _loggable_path("/subscribers/ann@example.com/topics") == "/subscribers/{email}/topics"
     assert _loggable_path("/subscribers/12") == "/subscribers/12"
+    assert _loggable_path("/u/AAAAtoken/preferences") == "/u/{token}/preferences"
+    assert _loggable_path("/webhooks/postmark/s3cret") == "/webhooks/postmark/{token}"
+    assert _loggable_path("/webhooks/postmark") == "/webhooks/postmark"

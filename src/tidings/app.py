@@ -288,9 +288,22 @@ class RequestLogMiddleware:
             )
 
 
+# Paths whose next segment is a credential: a subscriber's link token, a webhook's secret path.
+_SECRET_AFTER = ("u", "postmark")
+
+
 def _loggable_path(path: str) -> str:
-    """The path with e-mail addresses masked: /subscribers/ann@x.org -> /subscribers/{email}."""
-    return "/".join("{email}" if "@" in part else part for part in path.split("/"))
+    """The path with e-mail addresses and credentials masked: /subscribers/ann@x.org ->
+    /subscribers/{email}, /u/TOKEN/preferences -> /u/{token}/preferences."""
+    parts = path.split("/")
+    masked = []
+    for index, part in enumerate(parts):
+        if "@" in part:
+            part = "{email}"
+        elif index > 0 and parts[index - 1] in _SECRET_AFTER:
+            part = "{token}"
+        masked.append(part)
+    return "/".join(masked)
 
 
 class RejectNulMiddleware:
