@@ -80,3 +80,18 @@ def test_enhanced_status_finds_the_first_code_and_no_ip_address(
     text: str | None, code: str | None
 ) -> None:
     assert enhanced_status(text) == code
+
+
+def test_a_send_result_is_a_hard_bounce_by_the_same_rule() -> None:
+    from tidings.transports.base import Outcome, SendResult
+
+    def result(detail: str, outcome: Outcome = Outcome.permanent) -> SendResult:
+        return SendResult(1, outcome, detail)
+
+    assert result("550 5.1.1 user unknown").is_hard_bounce
+    assert result("550 5.2.1 mailbox disabled").is_hard_bounce
+    assert result("554 5.4.4 no route").is_hard_bounce
+    assert not result("554 5.7.1 blocked as spam").is_hard_bounce
+    assert not result("550 user unknown").is_hard_bounce  # no enhanced code: not suppressed
+    assert not result("451 4.1.1 try later", Outcome.transient).is_hard_bounce
+    assert result("550 refused by 10.5.1.1").status_code is None  # an address is not a code

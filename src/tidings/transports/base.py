@@ -9,12 +9,13 @@ the rest of the batch. Results come back in the order of the batch.
 from __future__ import annotations
 
 import enum
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from tidings.delivery.mime import MessageContent
+from tidings.tracking.bounces import classify, enhanced_status
+from tidings.tracking.events import BounceKind
 
 
 class Outcome(enum.StrEnum):
@@ -44,17 +45,18 @@ class SendResult:
     @property
     def status_code(self) -> str | None:
         """The RFC 3463 enhanced status code in ``detail`` ("5.1.1"), if there is one."""
-        match = _ENHANCED_CODE.search(self.detail)
-        return match[0] if match else None
+        return enhanced_status(self.detail)
 
     @property
     def is_hard_bounce(self) -> bool:
-        """A permanent failure naming the address (RFC 3463 5.1.x: bad mailbox, bad domain)."""
+        """A permanent failure with an enhanced code that blames the address, by the one rule
+        of ``tracking.bounces`` (5.1.x, 5.2.1, 5.4.4)."""
         code = self.status_code
-        return self.outcome == Outcome.permanent and code is not None and code.startswith("5.1.")
-
-
-_ENHANCED_CODE = re.compile(r"\b[245]\.\d{1,3}\.\d{1,3}\b")
+        return (
+            self.outcome == Outcome.permanent
+            and code is not None
+            and classify(code) is BounceKind.hard
+        )
 
 
 class Transport(Protocol):
