@@ -99,10 +99,7 @@ async def _click(tracker: Tracker, scope: Scope, send: Send, token: str) -> None
         await _answer(send, 404, NOT_FOUND_HEADERS, NOT_FOUND)
         return
     delivery_id, link_id = named
-    target = tracker.registry.cached_target(link_id)
-    if target is None:
-        async with tracker.database.sessions() as session:
-            target = await tracker.registry.target(session, link_id)
+    target = await tracker.registry.target(tracker.database, link_id)
     if target is None:
         await _answer(send, 404, NOT_FOUND_HEADERS, NOT_FOUND)
         return

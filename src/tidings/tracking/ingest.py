@@ -65,10 +65,6 @@ class EventSink:
             self._task = None
         await self.flush()
 
-    @property
-    def waiting(self) -> int:
-        return len(self._pending)
-
     async def flush(self) -> None:
         """Write what is buffered now; on failure it stays buffered, and the error is raised."""
         while self._pending:

@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tidings.db.engine import Database
 from tidings.tracking.models import Link
 
 _ANCHOR = re.compile(r"<a\b[^>]*>", re.IGNORECASE)
@@ -111,15 +112,13 @@ class LinkRegistry:
             await self._register(session, campaign_id, missing, utm)
         return {u: self._ids[(campaign_id, u)] for u in urls if (campaign_id, u) in self._ids}
 
-    def cached_target(self, link_id: int) -> str | None:
-        """Where a click on link ``link_id`` goes, if it is in memory."""
-        return self._targets.get(link_id)
-
-    async def target(self, session: AsyncSession, link_id: int) -> str | None:
-        """Where a click on link ``link_id`` goes, or None if there is no such link."""
+    async def target(self, database: Database, link_id: int) -> str | None:
+        """Where a click on link ``link_id`` goes, or None if there is no such link; the
+        database is asked only the first time."""
         url = self._targets.get(link_id)
         if url is None:
-            url = await session.scalar(select(Link.url).where(Link.id == link_id))
+            async with database.sessions() as session:
+                url = await session.scalar(select(Link.url).where(Link.id == link_id))
             if url is not None:
                 self._remember_target(link_id, url)
         return url

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from tidings.delivery.links import MailLinks
+from tidings.delivery.runner import mail_links
 from tidings.runtime import Runtime
 from tidings.tracking.bounce_receiver import start_bounce_receiver
 from tidings.tracking.endpoints import Tracker
@@ -36,7 +36,7 @@ def build_tracker(runtime: Runtime) -> Tracker:
 
     settings = runtime.settings
     return Tracker(
-        links=MailLinks(runtime.cipher.worker_args()[1], settings.base_url),
+        links=mail_links(runtime),
         sink=EventSink(write, interval=settings.event_flush_seconds),
         database=runtime.database,
         machines=MachineDetector(settings.tracking_machine_networks),

@@ -145,12 +145,12 @@ async def _body(request: Request) -> bytes:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_BODY:
         raise WebhookBodyTooLarge()
-    body = b""
+    body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_BODY:
             raise WebhookBodyTooLarge()
-    return body
+    return bytes(body)
 
 
 async def _store(request: Request, events: Sequence[InboundEvent]) -> Response:
