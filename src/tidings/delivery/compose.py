@@ -105,6 +105,7 @@ class Draft(NamedTuple):
     delivery: Claimed
     recipient: Recipient
     rendered: RenderedMessage
+    token: str  # the delivery's link token (unsubscribe, preferences, view)
 
 
 @dataclass
@@ -177,8 +178,10 @@ class Composer:
         self, content: RunContent, delivery: Claimed, recipient: Recipient, batch: PreparedBatch
     ) -> Draft | None:
         """The recipient's rendered message, or None (and a failed outcome) if it won't render."""
+        token = self._identity.links.token(delivery.id)
         try:
-            return Draft(content, delivery, recipient, self.render(content, delivery, recipient))
+            rendered = self.render(content, recipient, token)
+            return Draft(content, delivery, recipient, rendered, token)
         except TemplateProblem as exc:
             batch.decided.append(Outcome(delivery, DeliveryStatus.failed, str(exc)))
         except Exception as exc:  # a bug must cost one message, not hold the whole batch
@@ -187,15 +190,12 @@ class Composer:
             batch.decided.append(Outcome(delivery, DeliveryStatus.failed, reason))
         return None
 
-    def render(
-        self, content: RunContent, delivery: Claimed, recipient: Recipient
-    ) -> RenderedMessage:
+    def render(self, content: RunContent, recipient: Recipient, token: str) -> RenderedMessage:
         """One recipient's subject and bodies; raises TemplateProblem when they won't render."""
         if content.compiled is None or content.channel != Channel.email.value:
             problem = content.problem or f"{content.channel} delivery is not available"
             raise TemplateProblem("html", problem)
         links = self._identity.links
-        token = links.token(delivery.id)
         return content.compiled.render(
             RenderContext(
                 subscriber_name=recipient.name,
@@ -231,13 +231,17 @@ class Composer:
     ) -> OutgoingMessage:
         """The finished message: links counted, pixel added, headers, MIME, DKIM; with
         ``parts``, it keeps its parts too."""
-        content, delivery, recipient, rendered = draft
+        content, delivery, recipient, rendered, token = draft
         links = self._identity.links
-        unsubscribe_url = links.unsubscribe_url(links.token(delivery.id))
+        unsubscribe_url = links.unsubscribe_url(token)
         markup = rendered.html
         if markup and link_ids:
-            clicks = {url: links.click_url(delivery.id, i) for url, i in link_ids.items()}
-            markup = rewrite_links(markup, clicks)
+
+            def click_url(url: str) -> str | None:
+                link_id = link_ids.get(url)
+                return None if link_id is None else links.click_url(delivery.id, link_id)
+
+            markup = rewrite_links(markup, click_url)
         if markup and content.track_opens:
             markup = with_open_pixel(markup, links.open_url(delivery.id))
         headers = MessageHeaders(
@@ -249,7 +253,7 @@ class Composer:
             date=now,
             reply_to=content.reply_to,
             list_unsubscribe_url=unsubscribe_url,
-            list_unsubscribe_mailto=self._unsubscribe_mailto(links.token(delivery.id)),
+            list_unsubscribe_mailto=self._unsubscribe_mailto(token),
             list_id=content.list_id,
             feedback_id=content.feedback_id,
         )

@@ -41,15 +41,17 @@ def trackable_urls(markup: str, is_ours: Callable[[str], bool]) -> list[str]:
     return list(found)
 
 
-def rewrite_links(markup: str, replacements: Mapping[str, str]) -> str:
-    """``markup`` with each counted link's href replaced by ``replacements[url]``."""
+def rewrite_links(markup: str, replacement: Callable[[str], str | None]) -> str:
+    """``markup`` with each counted link's href replaced by ``replacement(url)`` (None: left
+    as it is). Called only for the links the markup has."""
 
     def rewrite_anchor(anchor: re.Match[str]) -> str:
         tag = anchor[0]
         url = _href(tag)
-        if url is None or url not in replacements or _NOTRACK.search(tag):
+        new_url = None if url is None or _NOTRACK.search(tag) else replacement(url)
+        if new_url is None:
             return tag
-        new = html.escape(replacements[url], quote=True)
+        new = html.escape(new_url, quote=True)
         return _HREF.sub(lambda m: f'{m[1]}"{new}"', tag, count=1)
 
     return _ANCHOR.sub(rewrite_anchor, markup)
